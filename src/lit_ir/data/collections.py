@@ -1,0 +1,188 @@
+"""One collection interface over ir_datasets ids, local folders and the built-in toy collection.
+
+A collection has documents, and per split (train/dev/test/...) queries and graded qrels; some also have a click
+log in ORCAS's layout. Ids are strings everywhere.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from lit_ir.data.trec import read_qrels
+from lit_ir.errors import InputError
+
+Queries = dict[str, str]
+Qrels = dict[str, dict[str, int]]
+
+
+@dataclass(frozen=True)
+class Click:
+    """One click-log row in ORCAS's layout."""
+
+    query_id: str
+    query: str
+    doc_id: str
+    url: str
+
+
+class DocStore(Mapping[str, str]):
+    """Doc id -> text. Raises InputError naming the id (and the collection) for unknown ids."""
+
+    def __init__(self, texts: Mapping[str, str], source: str):
+        self._texts = texts
+        self.source = source
+
+    def __getitem__(self, doc_id: str) -> str:
+        try:
+            return self._texts[doc_id]
+        except KeyError:
+            raise InputError(f"unknown document id {doc_id!r} in collection {self.source}") from None
+
+    # Mapping's own `in` and get() catch KeyError from __getitem__, which raises InputError here.
+    def __contains__(self, doc_id: object) -> bool:
+        return doc_id in self._texts
+
+    def get(self, doc_id: str, default: str | None = None) -> str | None:
+        return self._texts.get(doc_id, default)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._texts)
+
+    def __len__(self) -> int:
+        return len(self._texts)
+
+
+class Collection(ABC):
+    """Documents plus queries and qrels per split."""
+
+    name: str
+
+    @abstractmethod
+    def docs(self) -> DocStore: ...
+
+    @abstractmethod
+    def splits(self) -> list[str]: ...
+
+    @abstractmethod
+    def queries(self, split: str) -> Queries: ...
+
+    @abstractmethod
+    def qrels(self, split: str) -> Qrels: ...
+
+    def clicks(self) -> Iterator[Click]:
+        raise InputError(f"collection {self.name} has no click log")
+
+    def _check_split(self, split: str) -> None:
+        if split not in self.splits():
+            raise InputError(f"collection {self.name} has no split {split!r}; its splits are {self.splits()}")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, splits={self.splits()})"
+
+
+def join_title_text(title: str, text: str) -> str:
+    """BEIR documents have a title and a text; some collections (Cranfield) repeat the title in the text."""
+    title, text = (title or "").strip(), (text or "").strip()
+    if not title or text.startswith(title):
+        return text
+    return f"{title} {text}" if text else title
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+    with open(path, encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield line_no, json.loads(line)
+            except json.JSONDecodeError as err:
+                raise InputError(f"{path}:{line_no}: invalid JSON ({err.msg}): {line.strip()[:200]}") from None
+
+
+class BeirCollection(Collection):
+    """A local folder in BEIR layout: corpus.jsonl, queries.jsonl, qrels/<split>.tsv, and optionally clicks.tsv.
+
+    Queries of a split are the queries that have qrels in that split. Every qrels id is checked against the corpus
+    and the queries file, so a typo fails here, naming the file.
+    """
+
+    def __init__(self, path: str | Path, name: str | None = None, clicks_file: str = "clicks.tsv"):
+        self.path = Path(path)
+        self.name = name or self.path.name
+        if not (self.path / "corpus.jsonl").is_file():
+            raise InputError(f"{self.path}: not a BEIR folder (corpus.jsonl is missing)")
+        self._clicks_path = self.path / clicks_file
+
+    @cached_property
+    def _docs(self) -> DocStore:
+        path = self.path / "corpus.jsonl"
+        texts: dict[str, str] = {}
+        for line_no, row in _read_jsonl(path):
+            doc_id = _require_id(row, path, line_no)
+            if doc_id in texts:
+                raise InputError(f"{path}:{line_no}: duplicate document id {doc_id!r}")
+            texts[doc_id] = join_title_text(row.get("title", ""), row.get("text", ""))
+        if not texts:
+            raise InputError(f"{path}: the collection has no documents")
+        return DocStore(texts, source=str(self.path))
+
+    @cached_property
+    def _all_queries(self) -> Queries:
+        path = self.path / "queries.jsonl"
+        queries: Queries = {}
+        for line_no, row in _read_jsonl(path):
+            query_id = _require_id(row, path, line_no)
+            if query_id in queries:
+                raise InputError(f"{path}:{line_no}: duplicate query id {query_id!r}")
+            queries[query_id] = row.get("text", "")
+        return queries
+
+    def docs(self) -> DocStore:
+        return self._docs
+
+    def splits(self) -> list[str]:
+        return sorted(p.stem for p in (self.path / "qrels").glob("*.tsv"))
+
+    def qrels(self, split: str) -> Qrels:
+        self._check_split(split)
+        path = self.path / "qrels" / f"{split}.tsv"
+        qrels = read_qrels(path)
+        docs, queries = self.docs(), self._all_queries
+        for query_id, judged in qrels.items():
+            if query_id not in queries:
+                raise InputError(f"{path}: query id {query_id!r} is not in {self.path / 'queries.jsonl'}")
+            for doc_id in judged:
+                if doc_id not in docs:
+                    raise InputError(f"{path}: document id {doc_id!r} (query {query_id!r}) is not in the corpus")
+        return qrels
+
+    def queries(self, split: str) -> Queries:
+        return {query_id: self._all_queries[query_id] for query_id in self.qrels(split)}
+
+    def clicks(self) -> Iterator[Click]:
+        if not self._clicks_path.is_file():
+            raise InputError(f"collection {self.name} has no click log ({self._clicks_path} is missing)")
+        yield from read_clicks(self._clicks_path)
+
+
+def read_clicks(path: str | Path) -> Iterator[Click]:
+    """Read a click log in ORCAS's layout: query id, query, doc id, url (tab-separated, no header)."""
+    with open(path, encoding="utf-8", newline="") as handle:
+        for line_no, row in enumerate(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
+            if not row:
+                continue
+            if len(row) != 4:
+                raise InputError(f"{path}:{line_no}: expected 4 tab-separated columns (qid, query, docid, url), got {len(row)}")
+            yield Click(*row)
+
+
+def _require_id(row: dict, path: Path, line_no: int) -> str:
+    if "_id" not in row:
+        raise InputError(f"{path}:{line_no}: the row has no '_id' field")
+    return str(row["_id"])

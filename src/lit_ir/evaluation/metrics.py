@@ -1,0 +1,160 @@
+"""Ranking metrics computed with ranx, per query and averaged.
+
+Metric names are ranx's: "mrr@10", "ndcg@10", "map", "map@20", "recall@1000", ...
+
+Relevance level: a document is relevant iff its grade >= `relevance_level`. Binary metrics (MRR, MAP,
+recall, precision, ...) get ranx's "-l<level>" suffix. Graded metrics (nDCG, DCG) always use every positive
+grade as its gain, as trec_eval does (TREC DL: nDCG@10 graded; MAP/MRR/recall "strict" at level 2).
+A name that already carries "-l<level>" is used as written.
+
+Which queries are averaged:
+- the mean is over the *evaluated* queries: those in the qrels with at least one document graded
+  >= `relevance_level` (the others have no defined score for most metrics and are left out);
+- an evaluated query missing from the run scores 0 on every metric (ranx's `make_comparable`, trec_eval -c);
+- run queries that are not in the qrels are ignored.
+Every count is in `QueryCoverage` and logged as a warning when a query is left out or scored 0. No evaluated
+query at all, or a run with documents for none of them (e.g. ids from another collection), raises `InputError`.
+
+Documents are ranked with `lit_ir.data.trec.rank_documents` (score descending, ties by doc id descending,
+trec_eval's order), so tied scores give the same metric values here, in trec_eval and in a written run file.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+from numba.typed import List as TypedList
+from ranx.metrics import metric_switch
+
+from lit_ir.data.trec import Qrels, Run, rank_documents
+from lit_ir.errors import InputError
+
+log = logging.getLogger(__name__)
+
+BINARY_METRICS = frozenset({"hits", "hit_rate", "precision", "recall", "f1", "r-precision", "mrr", "map", "bpref"})
+GRADED_METRICS = frozenset({"ndcg", "dcg", "ndcg_burges", "dcg_burges"})
+
+
+@dataclass(frozen=True)
+class QueryCoverage:
+    """How the queries of a run and of the qrels were used."""
+
+    judged: int  # queries in the qrels
+    evaluated: int  # judged queries with a relevant document: every mean is over these
+    without_relevant: int  # judged queries with no document graded >= relevance_level: left out
+    missing_from_run: int  # evaluated queries the run has no documents for: scored 0
+    not_in_qrels: int  # run queries absent from the qrels: ignored
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric as ranx computes it: e.g. "map@20" at level 2 -> base "map", cutoff 20, level 2."""
+
+    name: str  # as the user wrote it; the key of every result
+    base: str
+    cutoff: int  # 0 = the whole ranking
+    level: int
+
+    @property
+    def ranx_name(self) -> str:
+        return f"{self.base}{f'@{self.cutoff}' if self.cutoff else ''}-l{self.level}"
+
+
+def parse_metric(metric: str, relevance_level: int = 1) -> MetricSpec:
+    """Parse a ranx-style name, applying `relevance_level` as the module docstring says."""
+    name, _, level = metric.partition("-l")
+    base, at, cutoff = name.partition("@")
+    if base not in BINARY_METRICS | GRADED_METRICS:
+        supported = ", ".join(sorted(BINARY_METRICS | GRADED_METRICS))
+        raise InputError(f"unknown metric {metric!r}; supported (optionally '@k' and '-l<level>'): {supported}")
+    if (at and not (cutoff.isdigit() and int(cutoff) > 0)) or (level and not level.isdigit()):
+        raise InputError(f"malformed metric {metric!r}; expected e.g. 'ndcg@10', 'map', 'recall@100-l2'")
+    if not level:
+        level = 1 if base in GRADED_METRICS else relevance_level
+    return MetricSpec(metric, base, int(cutoff or 0), int(level))
+
+
+def evaluated_query_ids(qrels: Qrels, relevance_level: int = 1) -> list[str]:
+    """Query ids of the qrels with at least one document graded >= `relevance_level`, in qrels order."""
+    return [qid for qid, docs in qrels.items() if any(grade >= relevance_level for grade in docs.values())]
+
+
+def query_coverage(run: Run, qrels: Qrels, relevance_level: int = 1) -> QueryCoverage:
+    evaluated = evaluated_query_ids(qrels, relevance_level)
+    return QueryCoverage(
+        judged=len(qrels),
+        evaluated=len(evaluated),
+        without_relevant=len(qrels) - len(evaluated),
+        missing_from_run=sum(1 for qid in evaluated if not run.get(qid)),
+        not_in_qrels=sum(1 for qid in run if qid not in qrels),
+    )
+
+
+def per_query_scores(run: Run, qrels: Qrels, metrics: list[str], relevance_level: int = 1) -> pd.DataFrame:
+    """Scores of every evaluated query: index = query id, one column per metric (named as given)."""
+    if relevance_level < 1:
+        raise InputError(f"relevance_level must be >= 1, got {relevance_level}")
+    specs = [parse_metric(metric, relevance_level) for metric in metrics]
+    coverage = query_coverage(run, qrels, relevance_level)
+    _check_and_log(coverage, relevance_level)
+    qids = evaluated_query_ids(qrels, relevance_level)
+    ranx_qrels, ranx_run = _to_ranx(run, qrels, qids)
+    # ranx's metric functions directly: ranx.evaluate(return_mean=False) fails for a single metric (ranx 0.3.21).
+    scores = {spec.name: metric_switch(spec.base)(ranx_qrels, ranx_run, spec.cutoff, spec.level) for spec in specs}
+    return pd.DataFrame(scores, index=pd.Index(qids, name="query_id"))
+
+
+def evaluate_run(run: Run, qrels: Qrels, metrics: list[str], relevance_level: int = 1) -> dict[str, float]:
+    """Mean of each metric over the evaluated queries (see the module docstring)."""
+    means = per_query_scores(run, qrels, metrics, relevance_level).mean()
+    return {metric: float(means[metric]) for metric in metrics}
+
+
+def _check_and_log(coverage: QueryCoverage, relevance_level: int) -> None:
+    if coverage.evaluated == 0:
+        raise InputError(f"no query in the qrels has a document graded >= {relevance_level}; nothing to evaluate")
+    if coverage.missing_from_run == coverage.evaluated:
+        raise InputError(
+            f"the run has no documents for any of the {coverage.evaluated} evaluated queries "
+            "(are the run and the qrels from the same collection?)"
+        )
+    if coverage.without_relevant:
+        log.warning(
+            "%d of %d judged queries have no document graded >= %d and are left out of the means",
+            coverage.without_relevant, coverage.judged, relevance_level,
+        )
+    if coverage.missing_from_run:
+        log.warning(
+            "%d of %d evaluated queries are missing from the run and score 0",
+            coverage.missing_from_run, coverage.evaluated,
+        )
+    if coverage.not_in_qrels:
+        log.warning("%d run queries are not in the qrels and are ignored", coverage.not_in_qrels)
+
+
+def _to_ranx(run: Run, qrels: Qrels, qids: list[str]) -> tuple[TypedList, TypedList]:
+    """ranx's array form: per query, rows of (doc number, grade or score), in the order ranx reads them.
+
+    Building it here, rather than letting ranx hash doc ids and re-sort, fixes the order of tied scores.
+    ranx only matches a query's run rows against the same query's qrels rows, so doc numbers are per query:
+    0..m-1 for the judged documents and -1 for every unjudged one.
+    """
+    ranx_qrels, ranx_run = TypedList(), TypedList()
+    for qid in qids:
+        # ranx computes the ideal DCG from the qrels rows as given, so they must be sorted by grade.
+        judged = sorted(qrels[qid].items(), key=lambda item: item[1], reverse=True)
+        number = {docid: i for i, (docid, _) in enumerate(judged)}
+        ranked = rank_documents(run.get(qid, {}))
+        ranx_qrels.append(_rows([(i, grade) for i, (_, grade) in enumerate(judged)]))
+        ranx_run.append(_rows([(number.get(docid, -1), score) for docid, score in ranked]))
+    return ranx_qrels, ranx_run
+
+
+def _rows(pairs: list[tuple[int, float]]) -> np.ndarray:
+    return np.array(pairs, dtype=np.float64).reshape(-1, 2)  # reshape: an empty list must still be 2-D

@@ -1,0 +1,33 @@
+"""Ranking losses, each a small pure function of scores (and labels).
+
+Shapes: `scores` is [queries, candidates] with the positive in column 0 for the listwise losses.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def pointwise_bce(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy on each (query, document) pair: the coarse-tuning paper's fine-tuning objective."""
+    return F.binary_cross_entropy_with_logits(scores, labels.to(scores.dtype))
+
+
+def listwise_softmax_ce(scores: torch.Tensor) -> torch.Tensor:
+    """Softmax cross-entropy over 1 positive (column 0) + n negatives per query (monoBERT/localized contrastive)."""
+    target = torch.zeros(scores.shape[0], dtype=torch.long, device=scores.device)
+    return F.cross_entropy(scores, target)
+
+
+def group_labels(scores: torch.Tensor) -> torch.Tensor:
+    """Pointwise labels for a [queries, 1 + n] group layout: 1 for column 0, 0 elsewhere."""
+    labels = torch.zeros_like(scores)
+    labels[:, 0] = 1.0
+    return labels
+
+
+RANKING_LOSSES = {
+    "bce": lambda scores: pointwise_bce(scores, group_labels(scores)),
+    "softmax_ce": listwise_softmax_ce,
+}

@@ -1,0 +1,45 @@
+"""Tokenise (query, document) pairs as `[CLS] query [SEP] document [SEP]` with separate length budgets."""
+
+from __future__ import annotations
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+
+class PairTokenizer:
+    """Queries are cut to `max_query_length` tokens first; documents get whatever is left of `max_length`.
+
+    Hugging Face's pair truncation cannot express "query at most q tokens, then fill with the document", and
+    "only_second" fails outright on a long query; assembling the ids here is exact and still fast.
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, max_query_length: int = 32, max_length: int = 256):
+        if max_query_length + 3 >= max_length:
+            raise ValueError(f"max_length ({max_length}) must exceed max_query_length ({max_query_length}) + 3")
+        self.tokenizer = tokenizer
+        self.max_query_length = max_query_length
+        self.max_length = max_length
+
+    def _ids(self, texts: list[str], limit: int) -> list[list[int]]:
+        return self.tokenizer(texts, add_special_tokens=False, truncation=True, max_length=limit)["input_ids"]
+
+    def __call__(self, queries: list[str], docs: list[str]) -> dict[str, torch.Tensor]:
+        if len(queries) != len(docs):
+            raise ValueError(f"{len(queries)} queries but {len(docs)} documents")
+        cls, sep, pad = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id, self.tokenizer.pad_token_id
+        query_ids = self._ids(queries, self.max_query_length)
+        doc_ids = self._ids(docs, self.max_length - 3)
+        sequences, segments = [], []
+        for query, doc in zip(query_ids, doc_ids):
+            doc = doc[: self.max_length - 3 - len(query)]
+            sequences.append([cls, *query, sep, *doc, sep])
+            segments.append([0] * (len(query) + 2) + [1] * (len(doc) + 1))
+        width = max(map(len, sequences))
+        input_ids = torch.full((len(sequences), width), pad, dtype=torch.long)
+        token_type_ids = torch.zeros((len(sequences), width), dtype=torch.long)
+        attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+        for row, (ids, types) in enumerate(zip(sequences, segments)):
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            token_type_ids[row, : len(ids)] = torch.tensor(types)
+            attention_mask[row, : len(ids)] = 1
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}

@@ -1,0 +1,155 @@
+"""monoBERT cross-encoder training and reranking.
+
+Training: each query brings 1 positive + n negatives from a first-stage run; the loss is listwise softmax
+cross-entropy over the group or pointwise BCE on every pair (the coarse-tuning paper's fine-tuning).
+Validation and test rerank the first-stage run, evaluate it with ranx and (test) write the reranked TREC run.
+Coarse-tuning and SIR build on this module.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import lightning as L
+import torch
+from transformers import AutoTokenizer
+
+from lit_ir.data.rerank import GroupBatch, PairBatch
+from lit_ir.data.trec import Run, write_run
+from lit_ir.evaluation import evaluate_run
+from lit_ir.losses import RANKING_LOSSES
+from lit_ir.models.cross_encoder import CrossEncoder
+from lit_ir.models.hub import RANDOM_BERT, resolve_model
+from lit_ir.models.tokenization import PairTokenizer
+
+log = logging.getLogger(__name__)
+
+
+class CrossEncoderModule(L.LightningModule):
+    def __init__(
+        self,
+        pretrained: str,
+        loss: str = "softmax_ce",
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
+        max_query_length: int = 32,
+        max_length: int = 256,
+        dropout: float | None = None,
+        metrics: tuple[str, ...] = ("ndcg@10", "mrr@10"),
+        relevance_level: int = 1,
+        relevance_levels: dict[str, int] | None = None,
+        monitor: str = "ndcg@10",
+        run_dir: str | None = None,
+        cache_dir: str | None = None,
+    ):
+        super().__init__()
+        if loss not in RANKING_LOSSES:
+            raise ValueError(f"unknown loss {loss!r}; choose one of {sorted(RANKING_LOSSES)}")
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.loss_fn = RANKING_LOSSES[loss]
+        self.model: CrossEncoder | None = None
+        self._eval_outputs: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+
+    # ---- model -------------------------------------------------------------------------------------------------
+    def configure_model(self) -> None:
+        """Built here, not in __init__, so a random-init model can learn its vocabulary from the DataModule."""
+        if self.model is not None:
+            return
+        vocab_texts = None
+        if RANDOM_BERT.match(self.hparams.pretrained) and self._trainer is not None and self.trainer.datamodule:
+            vocab_texts = self.trainer.datamodule.sample_texts()
+        path = resolve_model(self.hparams.pretrained, cache_dir=self.hparams.cache_dir, vocab_texts=vocab_texts)
+        self.model = CrossEncoder.from_pretrained(path, dropout=self.hparams.dropout).train()
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.pair_tokenizer = PairTokenizer(self.tokenizer, self.hparams.max_query_length, self.hparams.max_length)
+
+    def score(self, queries: list[str], docs: list[str]) -> torch.Tensor:
+        inputs = {key: value.to(self.device) for key, value in self.pair_tokenizer(queries, docs).items()}
+        return self.model(**inputs)
+
+    # ---- training ----------------------------------------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        # negatives are drawn per (seed, epoch, index): tell the dataset which epoch this is
+        dataset = self.trainer.train_dataloader.dataset
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(self.current_epoch)
+
+    def training_step(self, batch: GroupBatch, batch_idx: int) -> torch.Tensor:
+        width = len(batch.docs[0])
+        queries = [query for query in batch.queries for _ in range(width)]
+        docs = [doc for group in batch.docs for doc in group]
+        scores = self.score(queries, docs).view(len(batch.queries), width)
+        loss = self.loss_fn(scores)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch.queries))
+        return loss
+
+    def configure_optimizers(self):
+        if self.optimizer_factory is None:
+            raise ValueError("model.optimizer is not configured")
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ---- reranking ---------------------------------------------------------------------------------------------
+    def _eval_step(self, batch: PairBatch, dataloader_idx: int) -> None:
+        scores = self.score(batch.queries, batch.docs).float()
+        self._eval_outputs.setdefault(dataloader_idx, []).append((batch.pair_index, scores.detach()))
+
+    def validation_step(self, batch: PairBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch, dataloader_idx)
+
+    def test_step(self, batch: PairBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch, dataloader_idx)
+
+    def _gathered_run(self, split: str, outputs: list[tuple[torch.Tensor, torch.Tensor]]) -> Run:
+        """Scores from every rank, mapped back to (query id, doc id). DDP pads the last batch with repeats."""
+        index = torch.cat([pair_index for pair_index, _ in outputs]).to(self.device)
+        scores = torch.cat([score for _, score in outputs])
+        if self.trainer.world_size > 1:
+            index, scores = self.all_gather(index).flatten(), self.all_gather(scores).flatten()
+        pairs = self.trainer.datamodule.eval_datasets[split].pairs
+        run: Run = {}
+        for pair, score in zip(index.tolist(), scores.tolist()):
+            query_id, doc_id = pairs[pair]
+            run.setdefault(query_id, {})[doc_id] = score
+        return run
+
+    def _evaluate_splits(self, stage: str, splits: list[str]) -> dict[str, Run]:
+        runs = {}
+        for dataloader_idx, split in enumerate(splits):
+            outputs = self._eval_outputs.pop(dataloader_idx, [])
+            if not outputs:
+                continue
+            runs[split] = run = self._gathered_run(split, outputs)
+            level = (self.hparams.relevance_levels or {}).get(split, self.hparams.relevance_level)
+            qrels = self.trainer.datamodule.collection.qrels(split)
+            for metric, value in evaluate_run(run, qrels, list(self.hparams.metrics), level).items():
+                # the first metric of the validation split is what checkpoints and early stopping monitor
+                name = f"{stage}/{metric}" if stage == "val" else f"{stage}/{split}/{metric}"
+                self.log(name, value, prog_bar=stage == "val" and metric == self.hparams.monitor, sync_dist=False)
+        self._eval_outputs.clear()
+        return runs
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self._evaluate_splits("val", [self.trainer.datamodule.val_split])
+        self._eval_outputs.clear()
+
+    def on_test_epoch_end(self) -> None:
+        runs = self._evaluate_splits("test", self.trainer.datamodule.test_splits)
+        if self.hparams.run_dir and self.trainer.is_global_zero:
+            for split, run in runs.items():
+                path = write_run(run, Path(self.hparams.run_dir) / f"{split}.rerank.trec", tag="lit_ir-cross-encoder")
+                log.info("wrote reranked run %s", path)
+
+    def export(self, path: str | Path) -> Path:
+        """Write a Hugging Face folder (model + tokenizer + score head) that `pretrained=<path>` loads again."""
+        path = Path(path)
+        self.model.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+        return path

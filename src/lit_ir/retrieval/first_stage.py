@@ -1,0 +1,157 @@
+"""Where candidates come from: callables `first_stage(collection, split) -> run`.
+
+The returned run has one entry per query of the split, in the split's order; a query without candidates keeps an
+empty ranking (and is named in a warning), so the caller decides whether to skip it or count it as a miss.
+Every doc id in a run is checked against the collection.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from lit_ir.data.collections import Collection
+from lit_ir.data.trec import Run, rank_documents, read_run, write_run
+from lit_ir.errors import InputError
+from lit_ir.retrieval.bm25 import SIDECAR_FILE, Analyzer, BM25Index, some_ids
+
+log = logging.getLogger(__name__)
+
+
+class BM25FirstStage:
+    """BM25 runs computed once and cached under `cache_dir/<collection name>/`:
+
+    - `bm25-<key>/`: the index; key = hash of the BM25 parameters and the collection's doc ids (count and order);
+    - `runs/<split>.bm25-k<k>-<key>.trec`: a split's run; key = hash of the index key and the split's queries.
+
+    So a changed parameter, document list or query set never reuses a stale index or run. (Documents whose text
+    changed under the same id are not detected: clear the cache then.)
+    """
+
+    def __init__(
+        self,
+        k: int = 100,
+        cache_dir: str | os.PathLike = ".cache/lit_ir",
+        k1: float = 0.9,
+        b: float = 0.4,
+        stemmer: str | None = "english",
+        stopwords: str | list[str] | None = "en",
+    ):
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        self.k = k
+        self.cache_dir = Path(cache_dir)
+        # The analyzer validates stemmer and stopwords now, not after the collection is loaded.
+        self.params = {"k1": float(k1), "b": float(b), "method": "lucene", **Analyzer(stemmer, stopwords).config()}
+        self._index: tuple[Path, BM25Index] | None = None  # the last index used, kept for the next split
+
+    def __call__(self, collection: Collection, split: str) -> Run:
+        queries = collection.queries(split)
+        docs = collection.docs()
+        doc_ids = list(docs)
+        index_key = _hash(self.params, _fingerprint(doc_ids))
+        folder = self.cache_dir / _safe_name(collection.name)
+        run_key = _hash(index_key, _fingerprint(f"{qid}\t{text}" for qid, text in queries.items()))
+        run_path = folder / "runs" / f"{_safe_name(split)}.bm25-k{self.k}-{run_key}.trec"
+        if run_path.is_file():
+            log.info("reading the cached BM25 run of %s/%s from %s", collection.name, split, run_path)
+            run = read_run(run_path)
+        else:
+            index = self._load_or_build(folder / f"bm25-{index_key}", doc_ids, docs)
+            start = time.perf_counter()
+            run = index.search(queries, self.k)
+            log.info(
+                "searched %d queries of %s/%s in %.1f s",
+                len(queries),
+                collection.name,
+                split,
+                time.perf_counter() - start,
+            )
+            write_run(run, run_path, tag="bm25")
+            log.info("wrote %s", run_path)
+        return candidates_for_split(run, queries, set(doc_ids), source=str(run_path))
+
+    def _load_or_build(self, directory: Path, doc_ids: list[str], docs: Mapping[str, str]) -> BM25Index:
+        if self._index is not None and self._index[0] == directory:
+            return self._index[1]
+        start = time.perf_counter()
+        if (directory / SIDECAR_FILE).is_file():  # written last, so the index is complete
+            index = BM25Index.load(directory)
+            log.info("loaded the BM25 index %s in %.1f s", directory, time.perf_counter() - start)
+        else:
+            log.info("building a BM25 index of %d documents", len(doc_ids))
+            index = BM25Index.build(doc_ids, (docs[doc_id] for doc_id in doc_ids), **self.params)
+            index.save(directory)
+            log.info("built and saved the BM25 index %s in %.1f s", directory, time.perf_counter() - start)
+        self._index = (directory, index)
+        return index
+
+
+class RunFiles:
+    """Candidates from given TREC run files, one per split; `k` keeps the top-k of each query."""
+
+    def __init__(self, paths: Mapping[str, str | os.PathLike], k: int | None = None):
+        if k is not None and k < 1:
+            raise ValueError(f"k must be >= 1 or None, got {k}")
+        self.paths = {split: Path(path) for split, path in paths.items()}
+        self.k = k
+
+    def __call__(self, collection: Collection, split: str) -> Run:
+        if split not in self.paths:
+            raise InputError(f"no run file given for split {split!r}; run files are given for {sorted(self.paths)}")
+        path = self.paths[split]
+        run = read_run(path)
+        if self.k is not None:
+            run = {qid: dict(rank_documents(docs)[: self.k]) for qid, docs in run.items()}
+        return candidates_for_split(run, collection.queries(split), set(collection.docs()), source=str(path))
+
+
+def candidates_for_split(run: Run, queries: Mapping[str, str], doc_ids: set[str], source: str) -> Run:
+    """`run` restricted to the split's queries, one entry per query (empty when it has no candidates).
+
+    Raises InputError naming the doc id, `source` and the query for a document that is not in the collection.
+    Queries of the run outside the split and queries of the split without candidates are named in warnings.
+    """
+    for qid, docs in run.items():
+        for doc_id in docs:
+            if doc_id not in doc_ids:
+                raise InputError(f"{source}: document id {doc_id!r} (query {qid!r}) is not in the collection")
+    outside = [qid for qid in run if qid not in queries]
+    if outside:
+        log.warning("%s: %d queries are not in the split and are left out: %s", source, len(outside), some_ids(outside))
+    candidates = {qid: run.get(qid, {}) for qid in queries}
+    empty = [qid for qid, docs in candidates.items() if not docs]
+    if empty:
+        log.warning(
+            "%s: %d of %d queries of the split have no candidates (kept with an empty ranking): %s",
+            source,
+            len(empty),
+            len(queries),
+            some_ids(empty),
+        )
+    return candidates
+
+
+def _fingerprint(items: Iterable[str]) -> str:
+    """Order-sensitive hash and count of strings."""
+    digest, count = hashlib.sha256(), 0
+    for item in items:
+        digest.update(item.encode("utf-8"))
+        digest.update(b"\0")
+        count += 1
+    return f"{count}:{digest.hexdigest()}"
+
+
+def _hash(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode("utf-8")).hexdigest()[:12]
+
+
+def _safe_name(name: str) -> str:
+    # Collection names can be ir_datasets ids such as "msmarco-passage/dev"; keep one folder level per name.
+    return re.sub(r"[^\w.-]", "_", name)

@@ -1,0 +1,22 @@
+"""Hydra support: where the configs live (`conf/` at the repository root; the package is installed editable)
+and the custom resolvers they use."""
+
+import os
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+CONFIG_DIR = Path(__file__).resolve().parents[3] / "conf"
+
+
+def wandb_offline() -> bool:
+    """W&B logs offline unless the user asked for online mode or is logged in, so nothing waits on the network."""
+    mode = os.environ.get("WANDB_MODE", "").lower()
+    if mode:
+        return mode in {"offline", "dryrun", "disabled"}
+    netrc = Path.home() / ".netrc"
+    logged_in = bool(os.environ.get("WANDB_API_KEY")) or (netrc.is_file() and "api.wandb.ai" in netrc.read_text())
+    return not logged_in
+
+
+OmegaConf.register_new_resolver("wandb_offline", wandb_offline, replace=True)
