@@ -223,3 +223,28 @@ def test_evaluate_cli_end_to_end(tmp_path):
     assert written["meta"]["coverage"]["system"]["missing_from_run"] == 1
     assert written["meta"]["ranx_metrics"] == {"mrr@10": "mrr@10-l2", "ndcg@10": "ndcg@10-l1", "map": "map-l2"}
     assert (out / "per_query.csv").read_text().startswith("system,query_id,mrr@10,ndcg@10,map\n")
+
+
+def test_evaluate_config_names_runs_and_resolves_the_baseline(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from lit_ir.evaluate import run_paths
+    from lit_ir.utils.hydra import CONFIG_DIR
+
+    bm25 = write_run(RUN, tmp_path / "bm25.trec")
+
+    def paths_for(*overrides: str):
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            return run_paths(compose(config_name="evaluate", overrides=["qrels=q.txt", *overrides]))
+
+    runs = f"runs={{ce:{tmp_path}/ce.trec,first:{bm25}}}"
+    assert paths_for(runs, "baseline=first") == ({"ce": f"{tmp_path}/ce.trec", "first": str(bm25)}, "first")
+    assert paths_for(runs, f"baseline={bm25}")[1] == "first"  # a path already among the runs keeps its name
+    assert paths_for(f"run={tmp_path}/ce.trec", f"baseline={bm25}") == (
+        {"ce": f"{tmp_path}/ce.trec", "bm25": str(bm25)},
+        "bm25",
+    )
+    with pytest.raises(InputError, match="neither a run name"):
+        paths_for(runs, "baseline=bm26")
+    with pytest.raises(InputError, match="no run to evaluate"):
+        paths_for()

@@ -29,8 +29,9 @@ def run(cfg: DictConfig) -> dict[str, Path]:
         handle.write(OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True)
 
-    datamodule = instantiate(cfg.data)
-    module = instantiate(cfg.model)
+    # plain containers, not OmegaConf nodes: checkpoints then hold only primitive hyper-parameters
+    datamodule = instantiate(cfg.data, _convert_="all")
+    module = instantiate(cfg.model, _convert_="all")
     loggers = instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=instantiate_group(cfg.get("callbacks")), logger=loggers or False)
     for logger in loggers:

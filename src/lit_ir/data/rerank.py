@@ -151,6 +151,7 @@ class RerankDataModule(L.LightningDataModule):
         train_batch_size: int = 8,
         eval_batch_size: int = 128,
         num_workers: int = 0,
+        shuffle: bool = True,
         seed: int = 0,
     ):
         super().__init__()
@@ -158,7 +159,7 @@ class RerankDataModule(L.LightningDataModule):
         self.train_splits = [train_split] if isinstance(train_split, str) else list(train_split or [])
         self.val_split, self.test_splits = val_split, list(test_splits or [])
         self.num_negatives, self.train_depth, self.rerank_depth = num_negatives, train_depth, rerank_depth
-        self.positive_level, self.seed = positive_level, seed
+        self.positive_level, self.seed, self.shuffle = positive_level, seed, shuffle
         self.train_batch_size, self.eval_batch_size, self.num_workers = train_batch_size, eval_batch_size, num_workers
         self._runs: dict[str, Run] = {}
         self.train_dataset: GroupDataset | None = None
@@ -200,7 +201,7 @@ class RerankDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         if self.train_dataset is None:
             raise InputError("no training split is configured (data.train_split)")
-        return DataLoader(self.train_dataset, batch_size=self.train_batch_size, shuffle=True,
+        return DataLoader(self.train_dataset, batch_size=self.train_batch_size, shuffle=self.shuffle,
                           num_workers=self.num_workers, collate_fn=GroupDataset.collate)
 
     def _pair_loader(self, split: str) -> DataLoader:

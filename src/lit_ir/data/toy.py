@@ -36,9 +36,9 @@ SPLITS = ("train", "dev", "test")
 @dataclass(frozen=True)
 class ToyConfig:
     seed: int = 0
-    n_topics: int = 20
-    concepts_per_topic: int = 8
-    n_anchors: int = 60
+    n_topics: int = 10
+    concepts_per_topic: int = 6
+    n_anchors: int = 40
     n_filler_words: int = 200
     n_queries: dict | None = None  # split -> count; see queries_per_split
     n_background_docs: int = 600
@@ -47,7 +47,7 @@ class ToyConfig:
     doc_length: tuple[int, int] = (20, 40)
 
     def queries_per_split(self) -> dict[str, int]:
-        return dict(self.n_queries or {"train": 400, "dev": 60, "test": 100})
+        return dict(self.n_queries or {"train": 500, "dev": 60, "test": 100})
 
 
 def _pseudo_words(rng: random.Random, count: int) -> list[str]:

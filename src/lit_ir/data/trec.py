@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Literal, NoReturn
+from typing import Literal, NoReturn
 
 from lit_ir.errors import InputError
 from lit_ir.utils.io import atomic_write
@@ -27,7 +28,8 @@ def rank_documents(docs: dict[str, float]) -> list[tuple[str, float]]:
     """Order one query's documents by score descending, ties by doc id descending.
 
     This is trec_eval's order (it ignores the rank column and re-sorts by score, then doc id descending),
-    so a written run evaluates the same in lit_ir, trec_eval, pytrec_eval and ir-measures.
+    so a written run evaluates the same in lit_ir, trec_eval, pytrec_eval and ir-measures, except that trec_eval
+    keeps scores as 32-bit floats: scores that differ only beyond float32 precision tie there.
     """
     return sorted(docs.items(), key=lambda item: (item[1], item[0]), reverse=True)
 

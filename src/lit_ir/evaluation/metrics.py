@@ -127,12 +127,15 @@ def _check_and_log(coverage: QueryCoverage, relevance_level: int) -> None:
     if coverage.without_relevant:
         log.warning(
             "%d of %d judged queries have no document graded >= %d and are left out of the means",
-            coverage.without_relevant, coverage.judged, relevance_level,
+            coverage.without_relevant,
+            coverage.judged,
+            relevance_level,
         )
     if coverage.missing_from_run:
         log.warning(
             "%d of %d evaluated queries are missing from the run and score 0",
-            coverage.missing_from_run, coverage.evaluated,
+            coverage.missing_from_run,
+            coverage.evaluated,
         )
     if coverage.not_in_qrels:
         log.warning("%d run queries are not in the qrels and are ignored", coverage.not_in_qrels)

@@ -8,6 +8,7 @@ Coarse-tuning and SIR build on this module.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -43,6 +44,7 @@ class CrossEncoderModule(L.LightningModule):
         monitor: str = "ndcg@10",
         run_dir: str | None = None,
         cache_dir: str | None = None,
+        init_seed: int = 0,
     ):
         super().__init__()
         if loss not in RANKING_LOSSES:
@@ -62,7 +64,11 @@ class CrossEncoderModule(L.LightningModule):
         if RANDOM_BERT.match(self.hparams.pretrained) and self._trainer is not None and self.trainer.datamodule:
             vocab_texts = self.trainer.datamodule.sample_texts()
         path = resolve_model(self.hparams.pretrained, cache_dir=self.hparams.cache_dir, vocab_texts=vocab_texts)
-        self.model = CrossEncoder.from_pretrained(path, dropout=self.hparams.dropout).train()
+        # new weights (the score head, a random backbone) depend only on init_seed, not on how much of the global
+        # RNG was used before: the same model whether launched as one process, under DDP or from a checkpoint
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.hparams.init_seed)
+            self.model = CrossEncoder.from_pretrained(path, dropout=self.hparams.dropout).train()
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.pair_tokenizer = PairTokenizer(self.tokenizer, self.hparams.max_query_length, self.hparams.max_length)
 
@@ -92,7 +98,10 @@ class CrossEncoderModule(L.LightningModule):
         optimizer = self.optimizer_factory(params=self.parameters())
         if self.scheduler_factory is None:
             return optimizer
-        scheduler = self.scheduler_factory(optimizer=optimizer)
+        # step-based schedules (warmup + decay) need the run's length, known only once the trainer is set up
+        needs_length = "num_training_steps" in inspect.signature(self.scheduler_factory).parameters
+        extra = {"num_training_steps": self.trainer.estimated_stepping_batches} if needs_length else {}
+        scheduler = self.scheduler_factory(optimizer=optimizer, **extra)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ---- reranking ---------------------------------------------------------------------------------------------
