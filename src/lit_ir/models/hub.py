@@ -118,7 +118,9 @@ def build_random_bert(
 
     wordpiece = BertWordPieceTokenizer(lowercase=True)
     alphabet = list("abcdefghijklmnopqrstuvwxyz0123456789.,;:!?'\"()-/")
-    wordpiece.train_from_iterator(texts or [" ".join(alphabet)], vocab_size=vocab_size, min_frequency=1,
+    # one extra "word" puts every character in a word-continuing position too (##x), so no word becomes [UNK]
+    coverage = " ".join(alphabet) + " " + "x" + "".join(alphabet)
+    wordpiece.train_from_iterator([*texts, coverage], vocab_size=vocab_size, min_frequency=1,
                                   special_tokens=SPECIAL_TOKENS, initial_alphabet=alphabet)
     heads = max(1, hidden // 32)
     config = BertConfig(vocab_size=wordpiece.get_vocab_size(), hidden_size=hidden, num_hidden_layers=layers,
