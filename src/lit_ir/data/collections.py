@@ -152,15 +152,8 @@ class BeirCollection(Collection):
     def qrels(self, split: str) -> Qrels:
         self._check_split(split)
         path = self.path / "qrels" / f"{split}.tsv"
-        qrels = read_qrels(path)
-        docs, queries = self.docs(), self._all_queries
-        for query_id, judged in qrels.items():
-            if query_id not in queries:
-                raise InputError(f"{path}: query id {query_id!r} is not in {self.path / 'queries.jsonl'}")
-            for doc_id in judged:
-                if doc_id not in docs:
-                    raise InputError(f"{path}: document id {doc_id!r} (query {query_id!r}) is not in the corpus")
-        return qrels
+        return check_qrels_ids(read_qrels(path), path, self._all_queries, self.path / "queries.jsonl",
+                               self.docs(), self.path / "corpus.jsonl")
 
     def queries(self, split: str) -> Queries:
         return {query_id: self._all_queries[query_id] for query_id in self.qrels(split)}
@@ -169,6 +162,18 @@ class BeirCollection(Collection):
         if not self._clicks_path.is_file():
             raise InputError(f"collection {self.name} has no click log ({self._clicks_path} is missing)")
         yield from read_clicks(self._clicks_path)
+
+
+def check_qrels_ids(qrels: Qrels, path, queries: Mapping[str, str], queries_source, docs: Mapping[str, str],
+                    docs_source) -> Qrels:
+    """Every judged query and document must exist: a typo in a qrels file fails here, naming both files."""
+    for query_id, judged in qrels.items():
+        if query_id not in queries:
+            raise InputError(f"{path}: query id {query_id!r} is not in {queries_source}")
+        for doc_id in judged:
+            if doc_id not in docs:
+                raise InputError(f"{path}: document id {doc_id!r} (query {query_id!r}) is not in {docs_source}")
+    return qrels
 
 
 def read_clicks(path: str | Path) -> Iterator[Click]:

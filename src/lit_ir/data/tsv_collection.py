@@ -7,7 +7,7 @@ from collections.abc import Iterator, Mapping
 from functools import cached_property
 from pathlib import Path
 
-from lit_ir.data.collections import Collection, DocStore, Qrels, Queries, join_title_text
+from lit_ir.data.collections import Collection, DocStore, Qrels, Queries, check_qrels_ids, join_title_text
 from lit_ir.data.trec import read_qrels
 from lit_ir.errors import InputError
 
@@ -78,15 +78,7 @@ class TsvCollection(Collection):
     def qrels(self, split: str) -> Qrels:
         queries = self.queries(split)  # checks the split name
         queries_path, path = self._split_files[split]
-        qrels = read_qrels(path)
-        docs = self.docs()
-        for query_id, judged in qrels.items():
-            if query_id not in queries:
-                raise InputError(f"{path}: query id {query_id!r} is not in {queries_path}")
-            for doc_id in judged:
-                if doc_id not in docs:
-                    raise InputError(f"{path}: document id {doc_id!r} (query {query_id!r}) is not in {self.docs_path}")
-        return qrels
+        return check_qrels_ids(read_qrels(path), path, queries, queries_path, self.docs(), self.docs_path)
 
 
 def _read_tsv(path: Path) -> Iterator[tuple[int, list[str]]]:
