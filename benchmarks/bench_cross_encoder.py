@@ -1,7 +1,7 @@
 """Speed of the monoBERT cross-encoder: training and reranking throughput. Prints figures; not a test.
 
     HF_HUB_OFFLINE=1 python benchmarks/bench_cross_encoder.py [--models random-bert-64x2 minilm]
-                                                              [--device auto|cpu|cuda|all] [--steps N] [--repeats 3]
+        [--device auto|cpu|cuda] [--steps N] [--repeats 3] [--threads 1 2]
 
 Models, as the experiments configure them:
 - random-bert-64x2: the quickstart's tiny random BERT (vocabulary learned from the toy collection), max_length 64,
@@ -15,7 +15,9 @@ listwise_softmax_ce + backward + AdamW step, on groups of 1 positive + 7 negativ
 (query, document) pairs. Reranking: eval mode under torch.inference_mode, tokenisation included; tokenisation alone
 is timed on the same batches so the split is visible. Batches are drawn before timing, so sampling is not timed.
 Warm-up iterations are excluded; figures are the median over --repeats timed blocks. On CUDA the model runs under
-bf16 autocast and the peak of torch.cuda.max_memory_allocated is reported.
+bf16 autocast and the peak of torch.cuda.max_memory_allocated is reported. The CPU runs once per --threads value
+(default: 1 and torch's default), because intra-op threads that compete with other processes for the cores can be
+slower than one thread.
 Timings are wall-clock: other processes on the machine (see the load average printed) make them noisy.
 """
 
@@ -26,6 +28,7 @@ import contextlib
 import os
 import random
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -36,6 +39,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on the network: every
 
 import torch  # noqa: E402
 import transformers  # noqa: E402
+from huggingface_hub.utils import disable_progress_bars  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 
 from lit_ir.data.collections import BeirCollection  # noqa: E402
@@ -73,8 +77,9 @@ class ModelSpec:
 
 
 SPECS = {
-    "random-bert-64x2": ModelSpec("random-bert-64x2", 64, 16, 16, 256, 1e-3, {"cpu": 10, "cuda": 20}),
-    "minilm": ModelSpec("minilm", 256, 32, 4, 64, 3e-5, {"cpu": 2, "cuda": 20}),
+    "random-bert-64x2": ModelSpec("random-bert-64x2", 64, 16, 16, 256, 1e-3, {"cpu": 5, "cuda": 20}),
+    # 8-16 s per training step and ~4 s per reranking batch on 2 busy cores: one per timed block is enough
+    "minilm": ModelSpec("minilm", 256, 32, 4, 64, 3e-5, {"cpu": 1, "cuda": 20}),
 }
 
 
@@ -191,12 +196,15 @@ def bench_training(model: CrossEncoder, pair_tokenizer: PairTokenizer, spec: Mod
     timed = batches[warmup:]
     reset_peak_memory(device)
     seconds = median_seconds(lambda r: [step(*batch) for batch in timed[r * steps:(r + 1) * steps]], device, repeats)
+    tokenise = median_seconds(lambda r: [pair_tokenizer(*batch) for batch in timed[r * steps:(r + 1) * steps]],
+                              torch.device("cpu"), repeats)
     pairs = steps * spec.train_queries * GROUP_WIDTH
     width = statistics.mean(len(pair_tokenizer(q, d)["input_ids"][0]) for q, d in timed)
     print(f"  training: {spec.train_queries} queries x (1+{GROUP_WIDTH - 1}) = {spec.train_queries * GROUP_WIDTH} "
-          f"pairs/step, padded to {width:.0f} tokens on average, {steps} steps x {repeats} repeats")
-    row("tokenise + forward + backward + AdamW", pairs, "pairs", seconds,
+          f"pairs/step, padded to {width:.0f} tokens on average; {repeats} repeats x {steps} step(s)")
+    row("step (tokenise + fwd + bwd + AdamW)", pairs, "pairs", seconds,
         f"  {seconds / steps:.3f} s/step{peak_memory(device)}")
+    row("tokenise alone (PairTokenizer)", pairs, "pairs", tokenise, f"  = {100 * tokenise / seconds:.0f}% of step time")
     optimizer.zero_grad(set_to_none=True)
 
 
@@ -220,15 +228,30 @@ def bench_reranking(model: CrossEncoder, pair_tokenizer: PairTokenizer, spec: Mo
     tokenise = median_seconds(lambda r: [pair_tokenizer(*batch) for batch in timed[r * steps:(r + 1) * steps]],
                               torch.device("cpu"), repeats)
     pairs = steps * spec.rerank_batch
-    print(f"  reranking: {spec.rerank_batch} pairs/batch, {steps} batches x {repeats} repeats")
+    print(f"  reranking: {spec.rerank_batch} pairs/batch; {repeats} repeats x {steps} batch(es)")
     row("score (tokenise + forward), inference_mode", pairs, "docs", rerank, peak_memory(device))
     row("tokenise alone (PairTokenizer)", pairs, "pairs", tokenise,
         f"  = {100 * tokenise / rerank:.0f}% of reranking time")
 
 
+@contextlib.contextmanager
+def quiet_stdout():
+    """Silence file descriptor 1: the WordPiece trainer (Rust) draws its progress bars there, past sys.stdout."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 1)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def load_model(spec: ModelSpec, toy_texts: list[str], cache_dir: Path) -> tuple[Path, PairTokenizer] | None:
     try:
-        path = resolve_model(spec.name, cache_dir=cache_dir, vocab_texts=toy_texts)
+        with quiet_stdout():
+            path = resolve_model(spec.name, cache_dir=cache_dir, vocab_texts=toy_texts)
     except ModelUnavailableError as err:
         print(f"\n[{spec.name}] skipped: {err}")
         return None
@@ -244,11 +267,12 @@ def count_parameters(model: torch.nn.Module) -> str:
 
 def bench_model(spec: ModelSpec, path: Path, pair_tokenizer: PairTokenizer, pool: TextPool, device: torch.device,
                 steps: int | None, repeats: int) -> None:
-    torch.manual_seed(0)
+    torch.manual_seed(0)  # a fresh model per run: every device and thread count starts from the same weights
     model = CrossEncoder.from_pretrained(path).to(device)
     steps = steps or spec.steps[device.type]
-    print(f"\n[{spec.name}] on {device_name(device)}: {count_parameters(model)}, max_length {spec.max_length} "
-          f"(query {spec.max_query_length}), texts: {pool.source}")
+    print(f"\n[{spec.name}] on {device_name(device)}: {count_parameters(model)}, vocabulary "
+          f"{len(pair_tokenizer.tokenizer):,}, max_length {spec.max_length} (query {spec.max_query_length}), "
+          f"texts: {pool.source}")
     rng = random.Random(0)  # the same batches on every device
     bench_training(model, pair_tokenizer, spec, pool, device, steps, repeats, rng)
     bench_reranking(model, pair_tokenizer, spec, pool, device, steps, repeats, rng)
@@ -261,16 +285,20 @@ def bench_model(spec: ModelSpec, path: Path, pair_tokenizer: PairTokenizer, pool
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)}, bf16 autocast)"
-    return f"cpu ({torch.get_num_threads()} torch threads, fp32)"
+    return f"cpu ({torch.get_num_threads()} torch thread(s), fp32)"
 
 
 def devices(choice: str) -> list[torch.device]:
     cuda = torch.cuda.is_available()
     if choice == "cuda" and not cuda:
         raise SystemExit("--device cuda: torch.cuda.is_available() is False")
-    names = {"cpu": ["cpu"], "cuda": ["cuda"], "all": ["cpu"] + (["cuda"] if cuda else []),
-             "auto": ["cpu"] + (["cuda"] if cuda else [])}[choice]
+    names = {"cpu": ["cpu"], "cuda": ["cuda"], "auto": ["cpu"] + (["cuda"] if cuda else [])}[choice]
     return [torch.device(name) for name in names]
+
+
+def thread_counts(device: torch.device, requested: list[int]) -> list[int]:
+    """CPU: every requested count. CUDA: torch's own count only (torch threads barely matter to GPU kernels)."""
+    return requested if device.type == "cpu" else [torch.get_num_threads()]
 
 
 def print_environment() -> None:
@@ -286,14 +314,20 @@ def print_environment() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=list(SPECS), choices=list(SPECS))
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "all"],
-                        help="auto/all: the CPU, plus CUDA when available")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                        help="auto: the CPU, plus CUDA when torch.cuda.is_available()")
     parser.add_argument("--steps", type=int, default=None,
                         help="timed training steps and reranking batches per repeat (default: per model and device)")
     parser.add_argument("--repeats", type=int, default=3, help="timed blocks; the median is reported")
+    parser.add_argument("--threads", type=int, nargs="+", default=sorted({1, torch.get_num_threads()}),
+                        help="torch intra-op threads for the CPU runs (default: 1 and torch's default)")
     args = parser.parse_args()
 
+    transformers.logging.set_verbosity_error()  # no load reports: the random BERT's unused MLM head is expected
+    transformers.logging.disable_progress_bar()  # "Writing model shards" / "Loading weights" bars
+    disable_progress_bars()
     print_environment()
+    default_threads = torch.get_num_threads()
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-cross-encoder-") as folder:
         toy = toy_pool(Path(folder))
@@ -307,7 +341,10 @@ def main() -> None:
             # MiniLM has a real English vocabulary: real text gives realistic lengths; the random BERT knows toy words
             pool = cranfield if name == "minilm" and cranfield is not None else toy
             for device in devices(args.device):
-                bench_model(spec, *loaded, pool, device, args.steps, args.repeats)
+                for threads in thread_counts(device, args.threads):
+                    torch.set_num_threads(threads)
+                    bench_model(spec, *loaded, pool, device, args.steps, args.repeats)
+                torch.set_num_threads(default_threads)
     load = os.getloadavg()
     print(f"\ntotal {time.perf_counter() - start:.0f} s; load average at end: {load[0]:.2f} (1 min, includes this run)")
 
