@@ -35,6 +35,9 @@ OFFLINE_ALIASES: dict[str, tuple[str, str]] = {
 }
 RANDOM_BERT = re.compile(r"^random-bert(?:-(?P<hidden>\d+)x(?P<layers>\d+))?$")
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+# Part of every random model's cache key: bump it when `build_random_bert` changes what it builds, so a cache made
+# by an older version is never reused.
+RANDOM_BERT_VERSION = 2
 
 
 def resolve_model(name: str, cache_dir: str | Path | None = None, vocab_texts: Iterable[str] | None = None) -> Path:
@@ -104,14 +107,14 @@ def build_random_bert(
     """Build (once) a randomly initialised BERT with a WordPiece vocabulary learned from `vocab_texts`.
 
     Without texts the vocabulary is characters only, enough to tokenise anything. The folder name hashes every
-    setting and the texts, so a different collection never reuses a vocabulary made for another.
+    setting, the texts and RANDOM_BERT_VERSION, so neither another collection nor an older builder's cache is reused.
     """
     import torch
     from tokenizers import BertWordPieceTokenizer
     from transformers import BertConfig, BertForMaskedLM, PreTrainedTokenizerFast
 
     texts = list(vocab_texts or [])
-    digest = hashlib.sha1(json.dumps([hidden, layers, vocab_size, seed, texts]).encode()).hexdigest()[:12]
+    digest = hashlib.sha1(json.dumps([RANDOM_BERT_VERSION, hidden, layers, vocab_size, seed, texts]).encode()).hexdigest()[:12]
     target = cache_root / f"random-bert-{hidden}x{layers}-{digest}"
     if (target / "config.json").is_file():
         return target
