@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from lit_ir.data.rerank import GroupDataset, PairDataset, RerankDataModule, build_train_groups
+from lit_ir.data.rerank import GroupDataset, PairDataset, RerankDataModule, TrainGroup, build_train_groups
 from lit_ir.data.toy import ToyCollection, ToyConfig, generate_toy_collection
 from lit_ir.errors import InputError
 
@@ -68,6 +68,17 @@ def test_group_sampling_depends_on_seed_epoch_and_index_only(toy):
     assert len(docs) == 4 and docs[0] in {toy.docs()[d] for d in groups[0].positives}
     b.set_epoch(1)
     assert any(a[i] != b[i] for i in range(len(groups)))  # new negatives every epoch
+
+
+def test_per_positive_groups_cover_every_judged_positive_once_per_epoch():
+    docs = {f"d{i}": f"text {i}" for i in range(8)}
+    groups = [TrainGroup("q1", "a", ["d0", "d1", "d2"], ["d5", "d6"]), TrainGroup("q2", "b", ["d3"], ["d7"])]
+    dataset = GroupDataset(groups, docs, num_negatives=2, seed=0, per_positive=True)
+    assert len(dataset) == 4
+    assert sorted(dataset[i][1][0] for i in range(4)) == ["text 0", "text 1", "text 2", "text 3"]
+    assert [dataset[i][0] for i in range(4)] == ["a", "a", "a", "b"]
+    assert dataset[3][1][1:] == ["text 7", "text 7"]  # a short negative pool is sampled with replacement
+    assert len(GroupDataset(groups, docs, num_negatives=2, per_positive=False)) == 2
 
 
 def test_pair_dataset_keeps_queries_without_candidates_and_rejects_unknown(toy, caplog):

@@ -72,23 +72,34 @@ def build_train_groups(queries: Queries, qrels: Qrels, run: Run, positive_level:
 
 
 class GroupDataset(Dataset):
-    """Sample 1 positive + n negatives per query; the draw depends only on (seed, epoch, index), so it is the same
-    whatever the number of workers or DDP ranks."""
+    """1 positive + n negatives per training example; the draw depends only on (seed, epoch, index), so it is the
+    same whatever the number of workers or DDP ranks.
 
-    def __init__(self, groups: list[TrainGroup], docs: DocStore, num_negatives: int, seed: int = 0):
+    `per_positive=False`: one example per query per epoch, its positive drawn among the judged ones (MS MARCO, with
+    ~1 positive per query). `per_positive=True`: one example per (query, judged positive), so collections with many
+    judged documents per query (Cranfield, Robust04, TREC-COVID) train on all of them every epoch.
+    """
+
+    def __init__(self, groups: list[TrainGroup], docs: DocStore, num_negatives: int, seed: int = 0,
+                 per_positive: bool = False):
         self.groups, self.docs, self.num_negatives, self.seed = groups, docs, num_negatives, seed
+        # (group index, positive index or None = draw one)
+        self.examples: list[tuple[int, int | None]] = [
+            (g, p) for g, group in enumerate(groups) for p in range(len(group.positives))
+        ] if per_positive else [(g, None) for g in range(len(groups))]
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.groups)
+        return len(self.examples)
 
     def __getitem__(self, index: int) -> tuple[str, list[str]]:
-        group = self.groups[index]
+        group_index, positive_index = self.examples[index]
+        group = self.groups[group_index]
         rng = random.Random(f"{self.seed}/{self.epoch}/{index}")
-        positive = rng.choice(group.positives)
+        positive = rng.choice(group.positives) if positive_index is None else group.positives[positive_index]
         if len(group.negatives) >= self.num_negatives:
             negatives = rng.sample(group.negatives, self.num_negatives)
         else:  # a short pool: sample with replacement so every group has the same width
@@ -148,6 +159,7 @@ class RerankDataModule(L.LightningDataModule):
         train_depth: int = 100,
         rerank_depth: int = 100,
         positive_level: int = 1,
+        per_positive: bool = False,
         train_batch_size: int = 8,
         eval_batch_size: int = 128,
         num_workers: int = 0,
@@ -159,7 +171,7 @@ class RerankDataModule(L.LightningDataModule):
         self.train_splits = [train_split] if isinstance(train_split, str) else list(train_split or [])
         self.val_split, self.test_splits = val_split, list(test_splits or [])
         self.num_negatives, self.train_depth, self.rerank_depth = num_negatives, train_depth, rerank_depth
-        self.positive_level, self.seed, self.shuffle = positive_level, seed, shuffle
+        self.positive_level, self.per_positive, self.seed, self.shuffle = positive_level, per_positive, seed, shuffle
         self.train_batch_size, self.eval_batch_size, self.num_workers = train_batch_size, eval_batch_size, num_workers
         self._runs: dict[str, Run] = {}
         self.train_dataset: GroupDataset | None = None
@@ -192,7 +204,7 @@ class RerankDataModule(L.LightningDataModule):
             groups = [group for split in self.train_splits for group in build_train_groups(
                 self.collection.queries(split), self.collection.qrels(split), self.first_stage_run(split),
                 self.positive_level, self.train_depth, split)]
-            self.train_dataset = GroupDataset(groups, docs, self.num_negatives, self.seed)
+            self.train_dataset = GroupDataset(groups, docs, self.num_negatives, self.seed, self.per_positive)
         for split in self.eval_splits():
             if split not in self.eval_datasets:
                 self.eval_datasets[split] = PairDataset(self.collection.queries(split), self.first_stage_run(split),
