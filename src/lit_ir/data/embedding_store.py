@@ -183,7 +183,9 @@ class EmbeddingStoreWriter:
     `rows=(start, end)` is the slice this writer fills (one DDP rank's shard); the default is every row. Several
     writers (processes) may work on the same store at once, each on its own slice; any of them may create the
     partial folder (creation is atomic). A partial folder left by a crash is resumed when it was planned for the
-    same ids, dimension, dtype and fingerprint; otherwise InputError (`overwrite=True` discards it).
+    same ids, dimension, dtype and fingerprint; otherwise InputError. `overwrite=True` replaces a finished store
+    at `path` (when the new one is finished) and discards a partial folder planned differently. Under DDP, create
+    the first rank's writer, then the others after a barrier: they find the partial folder made for their plan.
     """
 
     def __init__(
@@ -215,8 +217,8 @@ class EmbeddingStoreWriter:
         self._fd = os.open(self.partial / EMBEDDINGS_FILE, os.O_RDWR)
 
     def _open_partial(self, overwrite: bool) -> None:
-        if self.partial.is_dir() and overwrite:
-            shutil.rmtree(self.partial)
+        if self.partial.is_dir() and overwrite and self._plan_differences():
+            shutil.rmtree(self.partial)  # work for another plan is useless; one for this plan is resumed
         if not self.partial.is_dir():
             _check_ids(self.ids)
             self.partial.parent.mkdir(parents=True, exist_ok=True)
@@ -230,12 +232,15 @@ class EmbeddingStoreWriter:
                     os.rename(staging, self.partial)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
-        plan = json.loads((self.partial / PLAN_FILE).read_text(encoding="utf-8"))
-        differences = [f"{key}: {plan.get(key)!r} there, {value!r} now" for key, value in self.plan.items()
-                       if plan.get(key) != value]
-        if differences:
+        if differences := self._plan_differences():
             raise InputError(f"{self.partial}: an unfinished store planned differently ({'; '.join(differences)}); "
                              f"delete it or pass overwrite=True to start again")
+
+    def _plan_differences(self) -> list[str]:
+        plan_file = self.partial / PLAN_FILE
+        plan = json.loads(plan_file.read_text(encoding="utf-8")) if plan_file.is_file() else {}
+        return [f"{key}: {plan.get(key)!r} there, {value!r} now" for key, value in self.plan.items()
+                if plan.get(key) != value]
 
     def pending(self) -> list[tuple[int, int]]:
         """Row ranges of this writer's slice not written yet, in order (all of it for a fresh store)."""
