@@ -70,13 +70,13 @@ class CandidateStore:
         for i, (qid, docs) in enumerate(run.items()):
             if not docs:
                 raise InputError(f"{where}query {qid!r} has no candidates")
-            ranked = rank_documents(docs)[:depth]
-            for j, (doc_id, score) in enumerate(ranked):
-                row = row_of.get(doc_id)
-                if row is None:
-                    raise InputError(f"{where}document {doc_id!r} (query {qid!r}) is not in the embedding store "
-                                     f"{store.path}")
-                rows[i, j], scores[i, j] = row, score
+            doc_ids, doc_scores = zip(*rank_documents(docs)[:depth])
+            found = list(map(row_of.get, doc_ids))  # C-level lookups: millions of candidates in seconds
+            if None in found:
+                doc_id = doc_ids[found.index(None)]
+                raise InputError(f"{where}document {doc_id!r} (query {qid!r}) is not in the embedding store "
+                                 f"{store.path}")
+            rows[i, : len(found)], scores[i, : len(found)] = found, doc_scores
         path = Path(path)
         meta = {"format": FORMAT, "queries": len(run), "depth": depth, "source": source,
                 "embedding_store": str(store.path), "store_ids_digest": store.meta["ids_digest"],
