@@ -13,7 +13,6 @@ The store is written beside its final name and renamed, so it is either whole or
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lit_ir.data.embedding_store import EmbeddingStore
+from lit_ir.data.embedding_store import EmbeddingStore, open_matrix, read_ids, read_sidecar
 from lit_ir.data.trec import Run, rank_documents
 from lit_ir.errors import InputError
 from lit_ir.retrieval.bm25 import _replace_dir
@@ -99,26 +98,12 @@ class CandidateStore:
     def open(cls, path: str | os.PathLike, store: EmbeddingStore | None = None) -> "CandidateStore":
         """Open a candidate store; with `store`, also check that its rows index that embedding store's ids."""
         path = Path(path)
-        sidecar_path = path / SIDECAR_FILE
-        if not sidecar_path.is_file():
-            raise InputError(f"{path}: not a candidate store ({SIDECAR_FILE} is missing)")
-        meta = json.loads(sidecar_path.read_text(encoding="utf-8"))
-        if meta.get("format") != FORMAT:
-            raise InputError(f"{sidecar_path}: format {meta.get('format')!r}, expected {FORMAT!r}")
-        shape = (int(meta["queries"]), int(meta["depth"]))
-        arrays = {}
-        for name, dtype in ((ROWS_FILE, np.int32), (SCORES_FILE, np.float32)):
-            file = path / name
-            expected = shape[0] * shape[1] * np.dtype(dtype).itemsize
-            actual = file.stat().st_size if file.is_file() else None
-            if actual != expected:
-                raise InputError(f"{file}: {actual if actual is not None else 'no'} bytes, but {sidecar_path} "
-                                 f"says {shape[0]} x {shape[1]} = {expected} bytes")
-            arrays[name] = np.memmap(file, dtype=dtype, mode="r", shape=shape)
-        query_ids = (path / QUERY_IDS_FILE).read_text(encoding="utf-8").splitlines()
-        if len(query_ids) != shape[0]:
-            raise InputError(f"{path / QUERY_IDS_FILE}: {len(query_ids)} ids, but {sidecar_path} says {shape[0]}")
-        candidates = cls(path, query_ids, arrays[ROWS_FILE], arrays[SCORES_FILE], meta)
+        meta = read_sidecar(path, SIDECAR_FILE, FORMAT, "a candidate store")
+        shape, sidecar_path = (int(meta["queries"]), int(meta["depth"])), path / SIDECAR_FILE
+        rows = open_matrix(path / ROWS_FILE, np.int32, shape, sidecar_path)
+        scores = open_matrix(path / SCORES_FILE, np.float32, shape, sidecar_path)
+        query_ids = read_ids(path / QUERY_IDS_FILE, shape[0], sidecar_path)
+        candidates = cls(path, query_ids, rows, scores, meta)
         if store is not None:
             candidates.check_store(store)
         return candidates

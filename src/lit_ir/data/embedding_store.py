@@ -101,21 +101,10 @@ class EmbeddingStore:
                 done = _rows_done(partial)
                 raise InputError(f"{path}: the embedding store is unfinished ({done} rows written in {partial}); "
                                  f"rerun the encoding to resume it")
-            raise InputError(f"{path}: not an embedding store ({SIDECAR_FILE} is missing)")
-        sidecar = json.loads(sidecar_path.read_text(encoding="utf-8"))
-        if sidecar.get("format") != FORMAT:
-            raise InputError(f"{sidecar_path}: format {sidecar.get('format')!r}, expected {FORMAT!r}")
-        count, dim, dtype = int(sidecar["count"]), int(sidecar["dim"]), np.dtype(sidecar["dtype"])
-        data = path / EMBEDDINGS_FILE
-        expected = count * dim * dtype.itemsize
-        actual = data.stat().st_size if data.is_file() else None
-        if actual != expected:
-            raise InputError(f"{data}: {actual if actual is not None else 'no'} bytes, but {sidecar_path} says "
-                             f"{count} x {dim} {dtype.name} = {expected} bytes (truncated or replaced file?)")
-        ids = (path / IDS_FILE).read_text(encoding="utf-8").splitlines()
-        if len(ids) != count:
-            raise InputError(f"{path / IDS_FILE}: {len(ids)} ids, but {sidecar_path} says {count} rows")
-        embeddings = np.memmap(data, dtype=dtype, mode="r", shape=(count, dim))
+        sidecar = read_sidecar(path, SIDECAR_FILE, FORMAT, "an embedding store")
+        count, dim = int(sidecar["count"]), int(sidecar["dim"])
+        embeddings = open_matrix(path / EMBEDDINGS_FILE, sidecar["dtype"], (count, dim), sidecar_path)
+        ids = read_ids(path / IDS_FILE, count, sidecar_path)
         return cls(path, ids, embeddings, sidecar)
 
     def __len__(self) -> int:
@@ -175,6 +164,37 @@ class EmbeddingStore:
             block = torch.from_numpy(np.ascontiguousarray(self.embeddings[start : start + chunk]))
             target[start : start + len(block)].copy_(block)
         return target
+
+
+def read_sidecar(folder: Path, name: str, fmt: str, what: str) -> dict:
+    """The JSON sidecar `folder/name`; InputError when it is missing or of another format."""
+    path = folder / name
+    if not path.is_file():
+        raise InputError(f"{folder}: not {what} ({name} is missing)")
+    sidecar = json.loads(path.read_text(encoding="utf-8"))
+    if sidecar.get("format") != fmt:
+        raise InputError(f"{path}: format {sidecar.get('format')!r}, expected {fmt!r}")
+    return sidecar
+
+
+def open_matrix(file: Path, dtype, shape: tuple[int, int], sidecar_path: Path) -> np.memmap:
+    """A read-only memmap of `shape`; InputError when the file's size is not what the sidecar says (a crash or a
+    copy cut short would otherwise read as zeros or fail deep inside training)."""
+    dtype = np.dtype(dtype)
+    expected = shape[0] * shape[1] * dtype.itemsize
+    actual = file.stat().st_size if file.is_file() else None
+    if actual != expected:
+        raise InputError(f"{file}: {actual if actual is not None else 'no'} bytes, but {sidecar_path} says "
+                         f"{shape[0]} x {shape[1]} {dtype.name} = {expected} bytes (truncated or replaced file?)")
+    return np.memmap(file, dtype=dtype, mode="r", shape=shape)
+
+
+def read_ids(file: Path, count: int, sidecar_path: Path) -> list[str]:
+    """One id per line; InputError unless there are `count` of them."""
+    ids = file.read_text(encoding="utf-8").splitlines() if file.is_file() else []
+    if len(ids) != count:
+        raise InputError(f"{file}: {len(ids)} ids, but {sidecar_path} says {count} rows")
+    return ids
 
 
 class EmbeddingStoreWriter:
