@@ -147,6 +147,7 @@ def main() -> None:
     args = parser.parse_args()
     transformers.logging.set_verbosity_error()  # no load reports: the random model has an unused MLM head
     disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()  # "Loading weights" / "Writing model shards"
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     print(f"python {sys.version.split()[0]}, torch {torch.__version__}, faiss {faiss.__version__}, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"

@@ -124,7 +124,7 @@ def _ddp_worker(rank: int, world_size: int, init_file: str, model: str, path: st
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
     try:
         encoder = BiEncoder.from_pretrained(model, pooling="mean")
-        encode_documents(encoder, DOCS, path, chunk_size=4, progress=False)
+        encode_documents(encoder, DOCS, path, chunk_size=4, progress=False, across_ranks=True)
     finally:
         dist.destroy_process_group()
 

@@ -37,7 +37,7 @@ def encode(cfg: DictConfig) -> EmbeddingStore:
         path = cfg.output or dense.store_path(collection)
         store = encode_documents(dense.encoder(collection), collection.docs(), path, dtype=dense.dtype,
                                  batch_size=dense.batch_size, chunk_size=cfg.chunk_size, overwrite=cfg.overwrite,
-                                 progress=cfg.progress)
+                                 progress=cfg.progress, across_ranks=True)
         log.info("embedding store of %s: %s", collection.name, store)
         return store
     finally:

@@ -1,10 +1,10 @@
 """Encode texts with a `BiEncoder`: queries into an array, a collection's documents into an `EmbeddingStore`.
 
-Texts are encoded in order of length within each chunk, so a batch holds texts of similar length and pads little
-(on Cranfield-length documents this roughly halves the work); results go back to the input order.
+Texts are encoded in order of length within each chunk, so a batch holds texts of similar length and pads little;
+results go back to the input order.
 
-Document encoding is resumable (see `EmbeddingStoreWriter`) and splits across DDP ranks: with torch.distributed
-initialised, rank r encodes the r-th contiguous shard of the rows into the shared, preallocated memmap, and rank 0
+Document encoding is resumable (see `EmbeddingStoreWriter`) and can split across DDP ranks: with `across_ranks=True`
+and torch.distributed initialised (`python -m lit_ir.encode` under torchrun), rank r encodes the r-th contiguous shard of the rows into the shared, preallocated memmap, and rank 0
 finalises the store after a barrier.
 """
 
@@ -62,18 +62,22 @@ def encode_documents(
     chunk_size: int = 4096,
     overwrite: bool = False,
     progress: bool = True,
+    across_ranks: bool = False,
 ) -> EmbeddingStore:
     """Encode `docs` (in `doc_ids` order, default: the mapping's) into the store at `path` and open it.
 
     A finished store at `path` made by this encoder is reused; one made by another encoder is an InputError unless
     `overwrite`. An unfinished one is resumed. Each chunk of `chunk_size` documents is written and recorded as
-    done before the next, so a crash loses at most one chunk. Under torch.distributed every rank must call this
-    with the same arguments.
+    done before the next, so a crash loses at most one chunk.
+
+    `across_ranks=True` (with torch.distributed initialised) splits the rows into one shard per rank; every rank
+    must then call this with the same arguments. It is off by default because first stages run where only one
+    rank calls them (Lightning's prepare_data), and a barrier there would wait forever.
     """
     path = Path(path)
     doc_ids = list(docs) if doc_ids is None else list(doc_ids)
     fingerprint = encoder.fingerprint()
-    distributed = dist.is_available() and dist.is_initialized()
+    distributed = across_ranks and dist.is_available() and dist.is_initialized()
     rank, world_size = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
 
     if path.exists() and not overwrite:
