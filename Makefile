@@ -53,5 +53,11 @@ bench-cross-encoder: install
 bench-cranfield: install-bench
 	HF_HUB_OFFLINE=1 $(BIN)/python -m lit_ir.train experiment=monobert_cranfield
 
+## dense retrieval (CODER's infrastructure)
+.PHONY: bench-dense
+# document encoding docs/s (MiniLM, a tiny random BERT) and FAISS flat/IVF/HNSW queries/s + recall on 100k x 384
+bench-dense: install-bench
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_dense.py
+
 clean:
 	rm -rf logs .cache .pytest_cache

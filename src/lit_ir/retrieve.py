@@ -1,4 +1,5 @@
-"""Write a BM25 run of one split: `python -m lit_ir.retrieve collection=<name> split=<split> k=1000 output=run.trec`."""
+"""Write a first-stage run of one split:
+`python -m lit_ir.retrieve collection=<name> split=<split> k=1000 [first_stage=dense encoder=minilm] output=run.trec`."""
 
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ def main(cfg: DictConfig) -> None:
     collection = instantiate(cfg.collection.source)
     first_stage = instantiate(cfg.first_stage)
     run = first_stage(collection, split)
-    path = write_run(run, output, tag="bm25")
-    log.info("wrote the BM25 run of %d queries of %s/%s to %s", len(run), collection.name, split, path)
+    path = write_run(run, output, tag=cfg.tag)
+    log.info("wrote the %s run of %d queries of %s/%s to %s", cfg.tag, len(run), collection.name, split, path)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,56 @@
+"""Encode a collection's documents into an embedding store:
+`python -m lit_ir.encode collection=<name> encoder=<preset> [output=<folder>] [first_stage.dtype=float32]`.
+
+Under torchrun (WORLD_SIZE > 1) each rank encodes its own contiguous shard on its own GPU (gloo on CPU) into the
+same preallocated memmap; rank 0 finalises the store (see `lit_ir.retrieval.encoding.encode_documents`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import hydra
+import torch
+import torch.distributed as dist
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from lit_ir.data.embedding_store import EmbeddingStore
+from lit_ir.retrieval.dense import DenseFirstStage
+from lit_ir.retrieval.encoding import encode_documents
+from lit_ir.utils.hydra import CONFIG_DIR
+
+log = logging.getLogger(__name__)
+
+
+def encode(cfg: DictConfig) -> EmbeddingStore:
+    """The work of `main`, callable with a composed config (tests, scripts)."""
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
+    if distributed:
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    try:
+        dense: DenseFirstStage = instantiate(cfg.first_stage)
+        if distributed and torch.cuda.is_available():
+            dense.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+        collection = instantiate(cfg.collection.source)
+        path = cfg.output or dense.store_path(collection)
+        store = encode_documents(dense.encoder(collection), collection.docs(), path, dtype=dense.dtype,
+                                 batch_size=dense.batch_size, chunk_size=cfg.chunk_size, overwrite=cfg.overwrite,
+                                 progress=cfg.progress, across_ranks=True)
+        log.info("embedding store of %s: %s", collection.name, store)
+        return store
+    finally:
+        if distributed:
+            dist.destroy_process_group()
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="encode")
+def main(cfg: DictConfig) -> None:
+    store = encode(cfg)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(store.path)  # the one line a script needs
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,225 @@
+"""Dense retrieval: FAISS inner-product indexes over an `EmbeddingStore`, and a dense first stage.
+
+Every index scores by inner product: a dot-product model's own score, and cosine for a cosine model (its stored
+embeddings and queries are normalised). `kind`:
+
+- "flat": exact search (IndexFlatIP), on the GPU when faiss has GPU support and CUDA is available;
+- "ivf": inverted lists (IndexIVFFlat): k-means cells, `nprobe` of them searched per query; approximate;
+- "hnsw": a navigable small-world graph (IndexHNSWFlat); approximate, CPU only.
+
+`DenseFirstStage` is the dense counterpart of `BM25FirstStage` (the paper's M_C when it is the base model itself):
+a callable `(collection, split) -> run` that encodes the collection once into a cached store, searches it, and
+caches each split's run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import faiss
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from lit_ir.data.collections import Collection
+from lit_ir.data.embedding_store import EmbeddingStore
+from lit_ir.data.trec import Run, read_run, write_run
+from lit_ir.models.bi_encoder import BiEncoder
+from lit_ir.models.hub import RANDOM_BERT
+from lit_ir.retrieval.encoding import encode_documents, encode_texts
+from lit_ir.retrieval.first_stage import _fingerprint, _hash, _safe_name, candidates_for_split
+
+log = logging.getLogger(__name__)
+
+KINDS = ("flat", "ivf", "hnsw")
+ADD_CHUNK = 65_536  # rows converted to float32 and added at a time: no full float32 copy of an fp16 store
+DOC_SIDE_SETTINGS = ("path", "pooling", "similarity", "doc_max_length")  # what the document embeddings depend on
+VOCAB_DOCS = 20_000  # a random-bert encoder learns its vocabulary from this many documents (as the datamodule does)
+
+
+def gpu_available() -> bool:
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0 and torch.cuda.is_available()
+
+
+class DenseIndex:
+    """A FAISS index whose row i is document `ids[i]`."""
+
+    def __init__(self, index: faiss.Index, ids: Sequence[str], kind: str, on_gpu: bool):
+        self.index, self.ids, self.kind, self.on_gpu = index, list(ids), kind, on_gpu
+
+    @classmethod
+    def build(cls, store: EmbeddingStore, kind: str = "flat", use_gpu: bool | str = "auto", **params) -> "DenseIndex":
+        """Index every row of `store`; `params` as for `from_matrix`."""
+        return cls.from_matrix(store.embeddings, store.ids, kind, use_gpu, **params)
+
+    @classmethod
+    def from_matrix(
+        cls,
+        matrix: np.ndarray,
+        ids: Sequence[str],
+        kind: str = "flat",
+        use_gpu: bool | str = "auto",
+        nlist: int | None = None,
+        nprobe: int = 32,
+        train_size: int = 100_000,
+        hnsw_m: int = 32,
+        ef_construction: int = 80,
+        ef_search: int = 128,
+        seed: int = 0,
+    ) -> "DenseIndex":
+        """Index the rows of `matrix` ([n, dim], any float dtype, a memmap is fine).
+
+        ivf: `nlist` cells (default 4 * sqrt(n), at most n / 39 so that k-means has its 39 points per cell),
+        trained on a random sample of `train_size` rows; `nprobe` cells are searched per query.
+        hnsw: `hnsw_m` links per node; `ef_construction` / `ef_search` trade build and search time for recall.
+        """
+        if kind not in KINDS:
+            raise ValueError(f"unknown index kind {kind!r}; choose one of {KINDS}")
+        if use_gpu not in ("auto", True, False):
+            raise ValueError(f"use_gpu must be 'auto', true or false, got {use_gpu!r}")
+        if use_gpu is True and not gpu_available():
+            raise ValueError("use_gpu=true, but faiss has no GPU support here or CUDA is unavailable "
+                             "(faiss-cpu is installed by default; install faiss-gpu for GPU search)")
+        count, dim = matrix.shape
+        if count != len(ids):
+            raise ValueError(f"{count} rows but {len(ids)} ids")
+        on_gpu = kind != "hnsw" and use_gpu in ("auto", True) and gpu_available()
+        if kind == "flat":
+            index = faiss.IndexFlatIP(dim)
+        elif kind == "ivf":
+            nlist = nlist or max(1, min(int(4 * math.sqrt(count)), count // 39))
+            index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+            index.nprobe = min(nprobe, nlist)
+        else:
+            index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction, index.hnsw.efSearch = ef_construction, ef_search
+        if on_gpu:
+            cls._gpu_resources = getattr(cls, "_gpu_resources", None) or faiss.StandardGpuResources()
+            index = faiss.index_cpu_to_gpu(cls._gpu_resources, torch.cuda.current_device(), index)
+        if kind == "ivf":
+            sample = np.sort(np.random.default_rng(seed).choice(count, size=min(train_size, count), replace=False))
+            index.train(np.ascontiguousarray(matrix[sample], dtype=np.float32))
+        for start in range(0, count, ADD_CHUNK):
+            index.add(np.ascontiguousarray(matrix[start : start + ADD_CHUNK], dtype=np.float32))
+        return cls(index, ids, kind, on_gpu)
+
+    def __len__(self) -> int:
+        return self.index.ntotal
+
+    def search(self, queries: np.ndarray | torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k by inner product: scores [n, k] float32 and ROW indices [n, k] int64, best first.
+
+        k is clipped to the number of documents; an approximate index that finds fewer pads with row -1.
+        """
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        if isinstance(queries, torch.Tensor):
+            queries = queries.detach().float().cpu().numpy()
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        return self.index.search(queries, min(k, len(self)))
+
+    def search_run(self, query_ids: Sequence[str], query_embeddings: np.ndarray | torch.Tensor, k: int) -> Run:
+        """{query id: {doc id: score}}, ready for `write_run` and `evaluate_run`."""
+        if len(query_ids) != len(query_embeddings):
+            raise ValueError(f"{len(query_ids)} query ids but {len(query_embeddings)} query embeddings")
+        scores, rows = self.search(query_embeddings, k)
+        return {qid: {self.ids[row]: float(score) for score, row in zip(query_scores, query_rows) if row >= 0}
+                for qid, query_scores, query_rows in zip(query_ids, scores.tolist(), rows.tolist())}
+
+
+class DenseFirstStage:
+    """Dense runs computed once and cached under `cache_dir/<collection name>/`:
+
+    - `dense-<key>/`: the document embedding store; key = hash of the encoder settings and the doc ids;
+    - `runs/<split>.dense-k<k>-<key>.trec`: a split's run; key = hash of the store key, the index settings and the
+      split's queries.
+
+    `encoder` holds the keyword arguments of `BiEncoder.from_pretrained` (a `conf/encoder/*` preset); the model is
+    loaded only when something has to be encoded. `index` holds `DenseIndex.from_matrix`'s (kind, use_gpu, ...).
+    A random-bert encoder learns its vocabulary from the collection's first 20,000 documents.
+    """
+
+    def __init__(
+        self,
+        encoder: Mapping,
+        k: int = 100,
+        cache_dir: str | os.PathLike = ".cache/lit_ir",
+        index: Mapping | None = None,
+        dtype: str = "float16",
+        batch_size: int = 64,
+        device: str = "auto",
+        model_cache_dir: str | os.PathLike | None = None,
+    ):
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        self.encoder_config = _plain(encoder)
+        if not self.encoder_config.get("path"):
+            raise ValueError("encoder.path is required (a model name, alias or folder; see conf/encoder/)")
+        self.index_config = {"kind": "flat", **_plain(index or {})}
+        if self.index_config["kind"] not in KINDS:
+            raise ValueError(f"unknown index kind {self.index_config['kind']!r}; choose one of {KINDS}")
+        self.k, self.cache_dir, self.dtype, self.batch_size = k, Path(cache_dir), dtype, batch_size
+        self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        self.model_cache_dir = model_cache_dir  # where random-bert models are built (resolve_model's cache_dir)
+        self._encoder: BiEncoder | None = None
+        self._index: tuple[Path, DenseIndex] | None = None
+
+    def store_path(self, collection: Collection) -> Path:
+        """Where this encoder's embeddings of `collection` live (what `python -m lit_ir.encode` writes too)."""
+        document_side = {key: self.encoder_config.get(key) for key in DOC_SIDE_SETTINGS}
+        key = _hash(document_side, self.dtype, _fingerprint(collection.docs()))
+        return self.cache_dir / _safe_name(collection.name) / f"dense-{key}"
+
+    def encoder(self, collection: Collection) -> BiEncoder:
+        if self._encoder is None:
+            vocab_texts = None
+            if RANDOM_BERT.match(str(self.encoder_config["path"])):
+                docs = collection.docs()
+                vocab_texts = [docs[doc_id] for _, doc_id in zip(range(VOCAB_DOCS), docs)]
+            self._encoder = BiEncoder.from_pretrained(**self.encoder_config, cache_dir=self.model_cache_dir,
+                                                      vocab_texts=vocab_texts).to(self.device).eval()
+        return self._encoder
+
+    def encode_collection(self, collection: Collection, overwrite: bool = False) -> EmbeddingStore:
+        """The collection's document store, encoded (or resumed) if needed."""
+        return encode_documents(self.encoder(collection), collection.docs(), self.store_path(collection),
+                                dtype=self.dtype, batch_size=self.batch_size, overwrite=overwrite)
+
+    def __call__(self, collection: Collection, split: str) -> Run:
+        queries = collection.queries(split)
+        store_path = self.store_path(collection)
+        run_key = _hash(store_path.name, self.index_config, _fingerprint(f"{q}\t{t}" for q, t in queries.items()))
+        run_path = store_path.parent / "runs" / f"{_safe_name(split)}.dense-k{self.k}-{run_key}.trec"
+        if run_path.is_file():
+            log.info("reading the cached dense run of %s/%s from %s", collection.name, split, run_path)
+            run = read_run(run_path)
+        else:
+            store = self.encode_collection(collection)
+            index = self._load_index(store)
+            start = time.perf_counter()
+            query_ids = list(queries)
+            embeddings = encode_texts(self.encoder(collection), [queries[q] for q in query_ids], "query",
+                                      self.batch_size)
+            run = index.search_run(query_ids, embeddings, self.k)
+            log.info("encoded and searched %d queries of %s/%s in %.1f s", len(queries), collection.name, split,
+                     time.perf_counter() - start)
+            write_run(run, run_path, tag="dense")
+            log.info("wrote %s", run_path)
+        return candidates_for_split(run, queries, set(collection.docs()), source=str(run_path))
+
+    def _load_index(self, store: EmbeddingStore) -> DenseIndex:
+        if self._index is None or self._index[0] != store.path:
+            start = time.perf_counter()
+            self._index = (store.path, DenseIndex.build(store, **self.index_config))
+            log.info("built a %s index of %d documents in %.1f s", self.index_config["kind"], len(store),
+                     time.perf_counter() - start)
+        return self._index[1]
+
+
+def _plain(config: Mapping) -> dict:
+    return OmegaConf.to_container(config, resolve=True) if isinstance(config, DictConfig) else dict(config)
