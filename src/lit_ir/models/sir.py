@@ -138,10 +138,11 @@ def cpr_logits(outputs: list[LevelOutput], level: int, mode: str = "softmax") ->
     sum_j log P_j, so the log-product is returned.
     """
     target = outputs[level].columns
-    log_product = torch.zeros_like(target, dtype=torch.float32)
+    log_product = 0.0
     for earlier in outputs[: level + 1]:
         position = (earlier.columns.unsqueeze(1) == target.unsqueeze(2)).int().argmax(-1)  # [blocks, width_level]
-        log_product = log_product + earlier.scores.float().log_softmax(-1).gather(1, position)
+        scores = earlier.scores.to(torch.promote_types(earlier.scores.dtype, torch.float32))  # bf16 -> float32
+        log_product = log_product + scores.log_softmax(-1).gather(1, position)
     if mode == "softmax":
         return log_product.exp()
     if mode == "normalize":
@@ -154,4 +155,4 @@ def level_losses(strategy: str, outputs: list[LevelOutput], cpr: str = "softmax"
     if strategy == "v4":
         return {level: compressor_loss(cpr_logits(outputs, level, cpr)) for level in range(len(outputs))}
     trained = [0, len(outputs) - 1] if strategy == "v3" else [len(outputs) - 1]
-    return {level: compressor_loss(outputs[level].scores.float()) for level in dict.fromkeys(trained)}
+    return {level: compressor_loss(outputs[level].scores) for level in dict.fromkeys(trained)}

@@ -1,0 +1,130 @@
+"""SIR end to end on the tiny toy collection: every strategy trains, reranks and exports; V1/V2 compressors train one
+after another (earlier ones untouched, V2 inheriting weights) and resume mid-way; bad blocks fail clearly."""
+
+from __future__ import annotations
+
+import json
+
+import lightning as L
+import pytest
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback
+
+from conftest import compose_train
+from lit_ir.data.trec import read_run
+from lit_ir.models.cross_encoder import CrossEncoder
+from lit_ir.train import run
+
+# blocks of 1 + 5 BM25 negatives, 6 -> 4 -> 2; BM25's top 60 so that most tiny-toy queries have 5 negatives
+TINY_SIR = ["sir.levels_3=[6,4,2]", "sir.levels_4=[6,4,3,2]", "sir.levels_v0=[6]", "data.num_negatives=5",
+            "data.first_stage.k=60", "model.chunk_size=7", "sir.epochs=1", "sir.epochs_per_stage=1",
+            "sir.epochs_3stages=3"]
+EPOCHS = {"v1": 3, "v2": 3}  # one epoch per compressor; one epoch for the others
+
+
+def compose_sir(tmp_path, cache, experiment: str, overrides: list[str] = ()):
+    epochs = EPOCHS.get(experiment.split("_")[1], 1)
+    return compose_train(tmp_path, cache, [f"experiment={experiment}", *TINY_SIR, f"trainer.max_epochs={epochs}",
+                                           *overrides])
+
+
+@pytest.mark.parametrize("experiment", ["sir_v0", "sir_v1", "sir_v2_random", "sir_v3", "sir_v4_random_4levels"])
+def test_each_strategy_trains_reranks_and_exports(tmp_path, shared_cache, experiment):
+    cfg = compose_sir(tmp_path, shared_cache, experiment, ["model.gradient_checkpointing=true"])
+    outputs = run(cfg)
+    metrics = json.loads(outputs["metrics/test"].read_text())["metrics"]["reranker"]
+    assert set(metrics) == {"mrr@10", "mrr@100", "map@20", "ndcg@20", "ndcg@10"}  # the paper's metrics + nDCG@10
+    assert all(0.0 <= value <= 1.0 for value in metrics.values())
+    reranked = read_run(tmp_path / "runs" / "test.rerank.trec")
+    assert len(reranked) == 8
+    assert CrossEncoder.from_pretrained(outputs["model"]).backbone.config.hidden_size == 32
+    logged = (tmp_path / "csv" / "metrics.csv").read_text()
+    levels = {"sir_v0": [1], "sir_v1": [1], "sir_v2_random": [1], "sir_v3": [1, 3], "sir_v4_random_4levels": [1, 2, 3, 4]}
+    for level in levels[experiment]:  # the per-level loss terms that make up the strategy's loss
+        assert f"train/loss_level{level}" in logged
+
+
+class Snapshots(Callback):
+    """Every compressor's weights when training starts, when each epoch's first step is about to run (after the
+    module's stage switch) and at the end of each epoch."""
+
+    def __init__(self):
+        self.initial: list[dict[str, torch.Tensor]] = []
+        self.starts: list[list[dict[str, torch.Tensor]]] = []
+        self.ends: list[list[dict[str, torch.Tensor]]] = []
+
+    @staticmethod
+    def _take(module) -> list[dict[str, torch.Tensor]]:
+        return [{key: value.clone() for key, value in module.stage_model(stage).state_dict().items()}
+                for stage in range(module.num_stages)]
+
+    def on_train_start(self, trainer, module) -> None:
+        self.initial = self._take(module)
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        if batch_idx == 0:
+            self.starts.append(self._take(module))
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        self.ends.append(self._take(module))
+
+
+def same(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor]) -> bool:
+    return first.keys() == second.keys() and all(torch.equal(first[key], second[key]) for key in first)
+
+
+def fit_with_snapshots(cfg, ckpt_path=None) -> tuple:
+    L.seed_everything(cfg.seed)
+    datamodule = instantiate(cfg.data, _convert_="all")
+    module = instantiate(cfg.model, _convert_="all")
+    snapshots = Snapshots()
+    trainer = L.Trainer(max_epochs=cfg.trainer.max_epochs, accelerator="cpu", devices=1, logger=False,
+                        callbacks=[snapshots, instantiate(cfg.callbacks.model_checkpoint)],
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                        check_val_every_n_epoch=100)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    return module, snapshots
+
+
+@pytest.mark.parametrize("strategy", ["v1", "v2"])
+def test_compressors_train_one_after_another(tmp_path, shared_cache, strategy):
+    module, snap = fit_with_snapshots(compose_sir(tmp_path, shared_cache, f"sir_{strategy}"))
+    initial, ends = snap.initial, snap.ends  # ends[s]: after stage s (one epoch per stage)
+    assert module.stage == 2 and len(ends) == 3
+    assert same(initial[0], initial[1]) and same(initial[1], initial[2])  # "the same pretrained checkpoint"
+    for stage in range(3):
+        before = ends[stage - 1] if stage else initial
+        assert not same(ends[stage][stage], snap.starts[stage][stage]), f"compressor {stage} did not train"
+        for other in range(3):
+            if other != stage:  # only the current stage's compressor moves
+                assert same(ends[stage][other], before[other]), f"compressor {other} moved in stage {stage}"
+    for stage in (1, 2):  # where each compressor starts: v1 the pretrained weights, v2 its predecessor's end
+        expected = initial[stage] if strategy == "v1" else ends[stage - 1][stage - 1]
+        assert same(snap.starts[stage][stage], expected)
+    assert module.ranker is module.model  # the classifier reranks once every stage has trained
+
+
+def test_v1_resumes_mid_way_from_the_last_checkpoint(tmp_path, shared_cache):
+    first = compose_sir(tmp_path / "first", shared_cache, "sir_v1", ["trainer.max_epochs=2"])
+    _, snap = fit_with_snapshots(first)  # stages 1 and 2 of 3, then stop
+    last = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=False)["sir_stage"] == 1
+    resumed = compose_sir(tmp_path / "resumed", shared_cache, "sir_v1")
+    module, rest = fit_with_snapshots(resumed, ckpt_path=str(last))
+    assert len(rest.ends) == 1 and module.stage == 2  # only the remaining epoch, stage 3, ran
+    for stage in range(3):  # it starts exactly where the first run stopped
+        assert same(rest.initial[stage], snap.ends[-1][stage])
+    assert same(rest.ends[0][0], snap.ends[-1][0]) and same(rest.ends[0][1], snap.ends[-1][1])
+    assert not same(rest.ends[0][2], snap.ends[-1][2])  # the classifier trained
+
+
+def test_bad_blocks_fail_clearly(tmp_path, shared_cache):
+    with pytest.raises(ValueError, match="data.num_negatives=3"):
+        run(compose_sir(tmp_path / "width", shared_cache, "sir_v3", ["data.num_negatives=3"]))
+    with pytest.raises(ValueError, match="fewer than 5 first-stage negatives"):
+        run(compose_sir(tmp_path / "short", shared_cache, "sir_v3", ["data.short_pools=error"]))
+    with pytest.raises(ValueError, match="monitor=null"):
+        run(compose_sir(tmp_path / "monitor", shared_cache, "sir_v1", ["callbacks.model_checkpoint.monitor=val/ndcg@10"]))
+    with pytest.raises(ValueError, match="exceeds"):
+        run(compose_sir(tmp_path / "epochs", shared_cache, "sir_v1", ["trainer.max_epochs=4"]))
