@@ -5,7 +5,7 @@
 #   experiments/sir/run_cranfield.sh [root]        (make sir-cranfield; EXPERIMENTS="sir_v0 sir_v3" to choose)
 set -euo pipefail
 ROOT=${1:-logs/sir_cranfield}
-EXPERIMENTS=${EXPERIMENTS:-"sir_v0 sir_v3 sir_v4 sir_v1 sir_v3_random sir_v1_random sir_v4_random sir_v2_random"}
+EXPERIMENTS=${EXPERIMENTS:-"sir_v0 sir_v3 sir_v4 sir_v1 sir_v3_random sir_v1_random"}
 PYTHON=${PYTHON:-python}
 export HF_HUB_OFFLINE=1
 for experiment in $EXPERIMENTS; do
