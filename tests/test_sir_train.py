@@ -8,6 +8,8 @@ import json
 import lightning as L
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 
@@ -15,6 +17,7 @@ from conftest import compose_train
 from lit_ir.data.trec import read_run
 from lit_ir.models.cross_encoder import CrossEncoder
 from lit_ir.train import run
+from lit_ir.utils.hydra import CONFIG_DIR
 
 # blocks of 1 + 5 BM25 negatives, 6 -> 4 -> 2; BM25's top 60 so that most tiny-toy queries have 5 negatives
 TINY_SIR = ["sir.levels_3=[6,4,2]", "sir.levels_4=[6,4,3,2]", "sir.levels_v0=[6]", "data.num_negatives=5",
@@ -128,3 +131,29 @@ def test_bad_blocks_fail_clearly(tmp_path, shared_cache):
         run(compose_sir(tmp_path / "monitor", shared_cache, "sir_v1", ["callbacks.model_checkpoint.monitor=val/ndcg@10"]))
     with pytest.raises(ValueError, match="exceeds"):
         run(compose_sir(tmp_path / "epochs", shared_cache, "sir_v1", ["trainer.max_epochs=4"]))
+
+
+SIR_EXPERIMENTS = sorted(path.stem for path in (CONFIG_DIR / "experiment").glob("sir_*.yaml"))
+
+
+@pytest.mark.parametrize("setup", ["toy", "cranfield", "msmarco_document"])
+def test_every_experiment_composes_into_a_consistent_module(tmp_path, shared_cache, setup):
+    assert len(SIR_EXPERIMENTS) == 13
+    for experiment in SIR_EXPERIMENTS:
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose("train", overrides=[f"experiment={experiment}", f"sir_setup={setup}",
+                                              f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path}"])
+        module = instantiate(cfg.model, _convert_="all")  # validates levels, selection, strategy (no weights yet)
+        assert cfg.data.num_negatives == module.levels.widths[0] - 1, experiment
+        if module.strategy == "v0":  # one level: the whole block of random negatives
+            assert len(module.levels) == 1
+        else:
+            assert len(module.levels) == (4 if "4levels" in experiment else 3), experiment
+            assert set(module.levels.selection) == {"random" if "random" in experiment else "top"}, experiment
+        if setup == "msmarco_document":  # the paper's blocks
+            assert module.levels.widths[:3] == (88, 48, 16)[: len(module.levels)]
+        if module.sequential:
+            assert cfg.trainer.max_epochs == module.num_stages * cfg.model.epochs_per_stage, experiment
+            assert cfg.callbacks.model_checkpoint.monitor is None
+        assert set(cfg.collection.metrics) >= {"mrr@10", "mrr@100", "map@20", "ndcg@20"}
