@@ -167,7 +167,7 @@ def main() -> None:
         raise SystemExit("--device cuda: torch.cuda.is_available() is False")
     devices = {"cpu": ["cpu"], "cuda": ["cuda"], "auto": ["cuda"] if cuda else ["cpu"]}[args.device]
     start = time.perf_counter()
-    passthrough = [arg for arg in sys.argv[1:]]
+    passthrough = sys.argv[1:]
     for device in devices:
         for model_name in args.models:
             for version in args.versions:
@@ -175,7 +175,7 @@ def main() -> None:
                     child = f"{model_name}/{version}/{checkpointing}/{device}"
                     # a process per configuration: its own peak memory, whatever ran before
                     result = subprocess.run([sys.executable, __file__, *passthrough, "--child", child],
-                                            capture_output=True, text=True)
+                                            capture_output=True, text=True, check=False)
                     if result.returncode != 0:
                         print(f"  {child}: failed\n{result.stderr[-2000:]}")
                         continue

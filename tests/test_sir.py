@@ -76,7 +76,9 @@ def test_top_selection_keeps_the_positive_then_the_highest_scored_negatives():
 
 def test_random_selection_is_reproducible_under_a_seed():
     columns = torch.arange(40).expand(8, -1)
-    draw = lambda seed: select_negatives(columns, None, 10, "random", torch.Generator().manual_seed(seed))  # noqa: E731
+    def draw(seed: int) -> torch.Tensor:
+        return select_negatives(columns, None, 10, "random", torch.Generator().manual_seed(seed))
+
     first, again, other = draw(7), draw(7), draw(8)
     assert torch.equal(first, again) and not torch.equal(first, other)
     assert (first[:, 0] == 0).all()

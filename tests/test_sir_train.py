@@ -43,7 +43,8 @@ def test_each_strategy_trains_reranks_and_exports(tmp_path, shared_cache, experi
     assert len(reranked) == 8
     assert CrossEncoder.from_pretrained(outputs["model"]).backbone.config.hidden_size == 32
     logged = (tmp_path / "csv" / "metrics.csv").read_text()
-    levels = {"sir_v0": [1], "sir_v1": [1], "sir_v2_random": [1], "sir_v3": [1, 3], "sir_v4_random_4levels": [1, 2, 3, 4]}
+    levels = {"sir_v0": [1], "sir_v1": [1], "sir_v2_random": [1], "sir_v3": [1, 3],
+              "sir_v4_random_4levels": [1, 2, 3, 4]}
     for level in levels[experiment]:  # the per-level loss terms that make up the strategy's loss
         assert f"train/loss_level{level}" in logged
 
@@ -128,7 +129,8 @@ def test_bad_blocks_fail_clearly(tmp_path, shared_cache):
     with pytest.raises(ValueError, match="fewer than 5 first-stage negatives"):
         run(compose_sir(tmp_path / "short", shared_cache, "sir_v3", ["data.short_pools=error"]))
     with pytest.raises(ValueError, match="monitor=null"):
-        run(compose_sir(tmp_path / "monitor", shared_cache, "sir_v1", ["callbacks.model_checkpoint.monitor=val/ndcg@10"]))
+        run(compose_sir(tmp_path / "monitor", shared_cache, "sir_v1",
+                        ["callbacks.model_checkpoint.monitor=val/ndcg@10"]))
     with pytest.raises(ValueError, match="exceeds"):
         run(compose_sir(tmp_path / "epochs", shared_cache, "sir_v1", ["trainer.max_epochs=4"]))
 

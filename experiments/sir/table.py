@@ -125,8 +125,10 @@ def main() -> None:
     if missing := sorted({m for r in results for m in args.metrics if m not in r.means}):
         raise SystemExit(f"metrics {missing} are not in every run's metrics.json (collection.metrics)")
     baseline = pick_baseline(results, args.baseline)
-    table2 = [r for r in results if r.strategy == "v0" or (len(r.levels) == 3 and r.selection ==
-                                                            ("Random" if r.strategy in ("v1", "v2") else "Top"))]
+    # Table 2 reports V1/V2 with Random selection and V3/V4 with Top, 3 levels
+    table2_selection = {"v1": "Random", "v2": "Random", "v3": "Top", "v4": "Top"}
+    table2 = [r for r in results
+              if r.strategy == "v0" or (len(r.levels) == 3 and r.selection == table2_selection[r.strategy])]
     out = args.out or args.root
     for name, rows, title in [("table2.md", table2, f"Table 2 shape: V1/V2 Random, V3/V4 Top ({args.split})"),
                               ("table3.md", results, f"Table 3 shape: every variant ({args.split})")]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 import torch
 
@@ -36,14 +37,14 @@ class Levels:
     selection: tuple[str, ...]  # how level i picks level i + 1's negatives; one entry per level but the last
 
     @classmethod
-    def parse(cls, widths: Sequence[int], selection: str | Sequence[str]) -> "Levels":
+    def parse(cls, widths: Sequence[int], selection: str | Sequence[str]) -> Levels:
         """Validate a configuration; errors name the offending value."""
         widths = tuple(int(width) for width in widths)
         if not widths:
             raise ValueError("SIR needs at least one level (model.levels, e.g. [88, 48, 16])")
         if widths[-1] < 2:
             raise ValueError(f"model.levels={list(widths)}: every level needs the positive and >= 1 negative")
-        if any(later >= earlier for earlier, later in zip(widths, widths[1:])):
+        if any(later >= earlier for earlier, later in pairwise(widths)):
             raise ValueError(f"model.levels={list(widths)} must strictly decrease: each level keeps fewer samples")
         selection = (selection,) * (len(widths) - 1) if isinstance(selection, str) else tuple(selection)
         if len(selection) != len(widths) - 1:
@@ -70,7 +71,10 @@ class LevelPlan:
 def level_plan(strategy: str, levels: Levels, stage: int = 0) -> list[LevelPlan]:
     """What each level runs, up to the last level the loss needs (see the module docstring)."""
     last = len(levels) - 1
-    needs_scores = lambda level: level < last and levels.selection[level] == "top"  # noqa: E731
+
+    def needs_scores(level: int) -> bool:  # a level that is not trained on is scored only to select Top
+        return level < last and levels.selection[level] == "top"
+
     if strategy == "v0":
         return [LevelPlan(False, False)] * last + [LevelPlan(True, True)]
     if strategy in SEQUENTIAL:

@@ -127,19 +127,22 @@ class SIRModule(CrossEncoderModule):
             raise ValueError(f"model.levels starts with blocks of {width} (1 positive + {width - 1} negatives) but "
                              f"data.num_negatives={datamodule.num_negatives}; set data.num_negatives={width - 1}")
         if self.sequential:
-            planned = self.num_stages * self.hparams.epochs_per_stage
-            if self.trainer.max_epochs > planned:
-                raise ValueError(f"trainer.max_epochs={self.trainer.max_epochs} exceeds the {self.num_stages} stages x "
-                                 f"model.epochs_per_stage={self.hparams.epochs_per_stage} = {planned} epochs")
-            if self.trainer.max_epochs < planned:
-                log.warning("trainer.max_epochs=%d < %d: training stops before the classifier (stage %d of %d)",
-                            self.trainer.max_epochs, planned, (self.trainer.max_epochs - 1) // self.hparams.epochs_per_stage + 1,
-                            self.num_stages)
-            callback = self.trainer.checkpoint_callback
-            if callback is not None and callback.monitor is not None:
-                raise ValueError(f"model.strategy={self.strategy} trains compressors one after another, so the best "
-                                 f"validation checkpoint may be an earlier compressor's: set "
-                                 f"callbacks.model_checkpoint.monitor=null (the last checkpoint is tested)")
+            self._check_stages()
+
+    def _check_stages(self) -> None:
+        planned, epochs = self.num_stages * self.hparams.epochs_per_stage, self.trainer.max_epochs
+        if epochs > planned:
+            raise ValueError(f"trainer.max_epochs={epochs} exceeds the {self.num_stages} stages x "
+                             f"model.epochs_per_stage={self.hparams.epochs_per_stage} = {planned} epochs")
+        if epochs < planned:
+            last_stage = (epochs - 1) // self.hparams.epochs_per_stage + 1
+            log.warning("trainer.max_epochs=%d < %d: training stops before the classifier (stage %d of %d)",
+                        epochs, planned, last_stage, self.num_stages)
+        callback = self.trainer.checkpoint_callback
+        if callback is not None and callback.monitor is not None:
+            raise ValueError(f"model.strategy={self.strategy} trains compressors one after another, so the best "
+                             f"validation checkpoint may be an earlier compressor's: set "
+                             f"callbacks.model_checkpoint.monitor=null (the last checkpoint is tested)")
 
     # ---- scoring -----------------------------------------------------------------------------------------------
     def _score_rows(self, model: CrossEncoder, tokens: dict[str, torch.Tensor], rows: torch.Tensor,
@@ -211,8 +214,9 @@ class SIRModule(CrossEncoderModule):
         if self.scheduler_factory is None:
             return optimizer
         needs_length = "num_training_steps" in inspect.signature(self.scheduler_factory).parameters
-        steps = self.trainer.estimated_stepping_batches * self.hparams.epochs_per_stage // max(self.trainer.max_epochs, 1)
-        scheduler = self.scheduler_factory(optimizer=optimizer, **({"num_training_steps": steps} if needs_length else {}))
+        steps = self.trainer.estimated_stepping_batches * self.hparams.epochs_per_stage // self.trainer.max_epochs
+        extra = {"num_training_steps": steps} if needs_length else {}
+        scheduler = self.scheduler_factory(optimizer=optimizer, **extra)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def export(self, path: str | Path) -> Path:
