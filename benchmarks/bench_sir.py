@@ -150,18 +150,22 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads on the CPU (1: threads competing with other jobs for 2 cores "
+                             "made 2-thread steps 5-30x slower and erratic)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)  # model/version/checkpointing/device
     args = parser.parse_args()
     transformers.logging.set_verbosity_error()
 
     if args.child:
         model_name, version, checkpointing, device = args.child.split("/")
+        torch.set_num_threads(args.threads)
         print(json.dumps(measure(args, model_name, version, checkpointing == "on", torch.device(device))))
         return
 
     print_environment()
     print(f"blocks of {args.levels[0]} (levels {args.levels}), {args.blocks_per_step} blocks/step, max_length "
-          f"{args.max_length}, chunks of {args.chunk_size} pairs")
+          f"{args.max_length}, chunks of {args.chunk_size} pairs, {args.threads} torch thread(s) on the CPU")
     cuda = torch.cuda.is_available()
     if args.device == "cuda" and not cuda:
         raise SystemExit("--device cuda: torch.cuda.is_available() is False")
