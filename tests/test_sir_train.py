@@ -28,6 +28,15 @@ TINY_SIR = ["sir.levels_3=[6,4,2]", "sir.levels_4=[6,4,3,2]", "sir.levels_v0=[6]
 EPOCHS = {"v1": 3, "v2": 3}  # one epoch per compressor; one epoch for the others
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from 2 threads, and on shared cores competing threads made steps 5-30x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def compose_sir(tmp_path, cache, experiment: str, overrides: list[str] = ()):
     epochs = EPOCHS.get(experiment.split("_")[1], 1)
     return compose_train(tmp_path, cache, [f"experiment={experiment}", *TINY_SIR, f"trainer.max_epochs={epochs}",
