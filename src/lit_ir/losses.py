@@ -31,3 +31,23 @@ RANKING_LOSSES = {
     "bce": lambda scores: pointwise_bce(scores, group_labels(scores)),
     "softmax_ce": listwise_softmax_ce,
 }
+
+
+# ---- SIR (Self-Involvement Ranker) ----------------------------------------------------------------------------------
+def compressor_loss(scores: torch.Tensor) -> torch.Tensor:
+    """SIR's compressor loss (Eq. 1-2), mean over blocks: -log P(pos) - sum_j log(1 - P(neg_j)), P = softmax over
+    the block [blocks, 1 + n] with the positive in column 0.
+
+    log(1 - P_j) is computed as logsumexp over the other columns minus logsumexp over all, which stays exact when
+    P_j -> 1 (where log1p(-softmax) would round to log(0)).
+    """
+    log_total = scores.logsumexp(-1, keepdim=True)  # [blocks, 1]
+    width = scores.shape[-1]
+    eye = torch.eye(width, dtype=torch.bool, device=scores.device)
+    others = scores.unsqueeze(-2).masked_fill(eye, float("-inf"))  # [blocks, width, width], row j without column j
+    log_not = others.logsumexp(-1) - log_total  # log(1 - P_j)
+    log_positive = scores[:, 0] - log_total[:, 0]
+    return (-log_positive - log_not[:, 1:].sum(-1)).mean()
+
+
+RANKING_LOSSES["sir_compressor"] = compressor_loss
