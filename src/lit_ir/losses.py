@@ -31,3 +31,23 @@ RANKING_LOSSES = {
     "bce": lambda scores: pointwise_bce(scores, group_labels(scores)),
     "softmax_ce": listwise_softmax_ce,
 }
+
+
+# ---- coarse-tuning: MLM + Query-Document Pair Prediction ------------------------------------------------------
+# Not a ranking loss (no `scores -> loss` shape), so it is not registered in RANKING_LOSSES.
+
+
+def coarse_tuning_loss(mlm_logits: torch.Tensor | None, mlm_labels: torch.Tensor, qdpp_logits: torch.Tensor,
+                       qdpp_labels: torch.Tensor, mlm_weight: float = 1.0,
+                       qdpp_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(total, mlm, qdpp) with total = mlm_weight * MLM + qdpp_weight * QDPP (the paper: MLM + QDPP).
+
+    MLM is the mean cross-entropy over the masked tokens (`mlm_logits` [masked, vocab], `mlm_labels` [masked]);
+    with no masked token it is 0. QDPP is binary cross-entropy of one logit per pair (label 1 = clicked pair).
+    """
+    qdpp = pointwise_bce(qdpp_logits, qdpp_labels)
+    if mlm_logits is None or mlm_labels.numel() == 0:
+        mlm = qdpp.new_zeros(())
+    else:
+        mlm = F.cross_entropy(mlm_logits.float(), mlm_labels)
+    return mlm_weight * mlm + qdpp_weight * qdpp, mlm, qdpp
