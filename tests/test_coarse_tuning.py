@@ -17,7 +17,7 @@ from lit_ir.losses import coarse_tuning_loss
 from lit_ir.models.coarse import CoarseTuningModel
 from lit_ir.models.cross_encoder import CrossEncoder
 from lit_ir.modules.coarse_tuning import CoarseTuningModule
-from lit_ir.pipelines.coarse_tuning import compose_train, run_comparison
+from lit_ir.pipelines.coarse_tuning import compose_train, run_comparison, run_sweep
 from lit_ir.train import run
 
 TINY = [*TINY_TOY, "logger=csv", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
@@ -123,3 +123,16 @@ def test_two_stage_pipeline_chains_coarse_export_into_fine_tuning(tmp_path, shar
     again = run_comparison("toy", tmp_path, "random-bert-32x1", ["fine_only", "coarse"], common,
                            [*common, "data.rerank_depth=20", "data.first_stage.k=20"])
     assert again["test"].means == comparison.means
+
+
+def test_sweep_writes_a_table_and_a_plot(tmp_path, shared_cache):
+    common = [*TINY, f"paths.cache_dir={shared_cache}", "model.max_length=48", "trainer.max_epochs=1"]
+    table_path = run_sweep("toy", "sample_rate", ["0.5", "1.0"], tmp_path, "random-bert-32x1", common,
+                           [*common, "data.rerank_depth=20", "data.first_stage.k=20"])
+    table = pd.read_csv(table_path)
+    assert table["system"].tolist() == ["bm25", "fine_only", "sample_rate=0.5", "sample_rate=1.0"]
+    assert table["sample_rate"].tolist()[2:] == [0.5, 1.0]
+    # half the rate keeps about half the clicks (20 in the tiny toy log, 10% of queries held out)
+    assert table["train_clicks"].iloc[2] < table["train_clicks"].iloc[3] <= 20
+    assert table["held_out_qdpp_acc"].iloc[2:].between(0, 1).all() and "p(ndcg@5)" in table
+    assert (tmp_path / "sweep.png").stat().st_size > 1000 and (tmp_path / "sweep.md").is_file()

@@ -4,7 +4,8 @@
   python experiments/coarse_tuning/pipeline.py compare --target cranfield --pretrained bert-tiny-mlm \
       --out logs/coarse_tuning/cranfield-bert-tiny
   # the paper's setting: ORCAS coarse-tuning, then Robust04 / TREC-COVID / TREC DL (needs those collections)
-  python experiments/coarse_tuning/pipeline.py compare --target robust04 --pretrained prajjwal1/bert-tiny
+  python experiments/coarse_tuning/pipeline.py compare --target robust04 --pretrained prajjwal1/bert-tiny \
+      --coarse-root logs/coarse_tuning/orcas-coarse
   # sweeps: a table (sweep.csv/.md) and a plot (sweep.png)
   python experiments/coarse_tuning/pipeline.py sweep --param sample_rate --values 0.25,0.5,1.0 --target cranfield
 
@@ -37,16 +38,15 @@ def main() -> None:
     parser.add_argument("--values", default="", help="sweep: comma-separated values")
     parser.add_argument("--coarse", action="append", default=[], help="override for the coarse-tuning stage")
     parser.add_argument("--finetune", action="append", default=[], help="override for the fine-tuning stage")
-    parser.add_argument("--coarse-model", action="append", default=[], metavar="SYSTEM=FOLDER",
-                        help="compare: reuse a finished coarse export, e.g. coarse=logs/.../coarse/coarse/model")
+    parser.add_argument("--coarse-root", type=Path, help="compare: where the coarse stages go (default <out>/coarse); "
+                        "share one to coarse-tune on ORCAS once for several targets")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     out = args.out or Path("logs/coarse_tuning") / f"{args.target}-{args.command}"
     folds = [int(fold) for fold in args.folds.split(",")] if args.folds else None
     if args.command == "compare":
-        coarse_models = dict(item.split("=", 1) for item in args.coarse_model)
         run_comparison(args.target, out, args.pretrained, args.systems.split(","), args.coarse, args.finetune, folds,
-                       coarse_models)
+                       args.coarse_root)
     else:
         if not args.param or not args.values:
             parser.error("sweep needs --param and --values")

@@ -94,9 +94,9 @@ def run_stage(experiment: str, output_dir: Path, overrides: Sequence[str] = ()) 
     return output_dir
 
 
-def coarse_stage(target: Target, system: str, out_dir: Path, pretrained: str, overrides: Sequence[str]) -> Path:
-    """Coarse-tune `pretrained` for `system`; return the exported model folder."""
-    stage_dir = run_stage(target.coarse_experiment, out_dir / "coarse" / system,
+def coarse_stage(target: Target, system: str, coarse_root: Path, pretrained: str, overrides: Sequence[str]) -> Path:
+    """Coarse-tune `pretrained` for `system` into `coarse_root/<system>`; return the exported model folder."""
+    stage_dir = run_stage(target.coarse_experiment, coarse_root / system,
                           [f"model.pretrained={pretrained}", *SYSTEMS[system], *overrides])
     return stage_dir / "model"
 
@@ -204,10 +204,10 @@ def markdown_table(comparison: Comparison, digits: int = 4) -> str:
 
 def run_comparison(target_name: str, out_dir: Path, pretrained: str, systems: Sequence[str] = tuple(SYSTEMS),
                    coarse_overrides: Sequence[str] = (), finetune_overrides: Sequence[str] = (),
-                   folds: Sequence[int] | None = None, coarse_models: dict[str, str] | None = None
-                   ) -> dict[str, Comparison]:
-    """Fine-tune only vs coarse-tune + fine-tune (and ablations) on one target; `coarse_models` reuses finished
-    coarse exports (system -> folder), e.g. one ORCAS coarse-tuning for Robust04, TREC-COVID and TREC DL."""
+                   folds: Sequence[int] | None = None, coarse_root: Path | None = None) -> dict[str, Comparison]:
+    """Fine-tune only vs coarse-tune + fine-tune (and ablations) on one target. Coarse stages go to
+    `coarse_root/<system>` (default `out_dir/coarse`): share one root to coarse-tune on ORCAS once for Robust04,
+    TREC-COVID and TREC DL."""
     target = TARGETS[target_name]
     unknown = [system for system in systems if system not in SYSTEMS]
     if unknown:
@@ -216,8 +216,7 @@ def run_comparison(target_name: str, out_dir: Path, pretrained: str, systems: Se
     for system in systems:
         start = pretrained
         if SYSTEMS[system] is not None:
-            start = (coarse_models or {}).get(system) or str(coarse_stage(target, system, out_dir, pretrained,
-                                                                          coarse_overrides))
+            start = str(coarse_stage(target, system, coarse_root or out_dir / "coarse", pretrained, coarse_overrides))
         stage_dirs[system] = finetune_stages(target, out_dir / "finetune" / system, start, finetune_overrides, folds)
     return compare_systems(stage_dirs, out_dir / "results", baseline=BASELINE if BASELINE in systems else systems[0])
 
@@ -240,12 +239,12 @@ def run_sweep(target_name: str, parameter: str, values: Sequence[str], out_dir: 
                                             folds)}
     held_out = {}
     for value in values:
-        system = f"{parameter}={value}"
-        coarse_dir = run_stage(target.coarse_experiment, out_dir / "coarse" / system,
+        system, folder = f"{parameter}={value}", f"{parameter}-{value}"  # no '=' in paths: Hydra parses overrides
+        coarse_dir = run_stage(target.coarse_experiment, out_dir / "coarse" / folder,
                                [f"model.pretrained={pretrained}", f"{SWEEP_PARAMETERS[parameter]}={value}",
                                 *coarse_overrides])
         held_out[system] = json.loads((coarse_dir / "metrics" / "held_out_clicks.json").read_text())
-        stage_dirs[system] = finetune_stages(target, out_dir / "finetune" / system, str(coarse_dir / "model"),
+        stage_dirs[system] = finetune_stages(target, out_dir / "finetune" / folder, str(coarse_dir / "model"),
                                              finetune_overrides, folds)
     comparisons = compare_systems(stage_dirs, out_dir / "results")
     group, comparison = next(iter(comparisons.items()))
