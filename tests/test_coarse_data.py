@@ -142,7 +142,8 @@ def test_hard_negatives_come_from_the_given_pool_without_clicked_documents():
 
 def _beir(tmp_path, n_docs=30, clicks: list[str] | None = None):
     (tmp_path / "qrels").mkdir(parents=True)
-    (tmp_path / "corpus.jsonl").write_text("".join(f'{{"_id": "d{i}", "text": "word{i} text"}}\n' for i in range(n_docs)))
+    corpus = "".join(f'{{"_id": "d{i}", "text": "word{i} text"}}\n' for i in range(n_docs))
+    (tmp_path / "corpus.jsonl").write_text(corpus)
     (tmp_path / "queries.jsonl").write_text("".join(f'{{"_id": "q{i}", "text": "word{i}"}}\n' for i in range(20)))
     (tmp_path / "qrels" / "train.tsv").write_text("".join(f"q{i}\td{i}\t1\n" for i in range(12)))
     (tmp_path / "qrels" / "dev.tsv").write_text("".join(f"q{i}\td{i}\t2\n" for i in range(12, 20)))
@@ -173,6 +174,7 @@ def test_cross_validation_folds_partition_the_queries(tmp_path):
     assert sorted(len(queries) for queries in per_fold) == [4, 4, 4, 4, 4]
     assert set().union(*per_fold) == {f"q{i}" for i in range(20)}
     assert folds.qrels("fold1") == {qid: {f"d{qid[1:]}": 1 if int(qid[1:]) < 12 else 2} for qid in per_fold[0]}
-    assert rotation(5, 5) == {"train_split": ["fold2", "fold3", "fold4"], "val_split": "fold1", "test_splits": ["fold5"]}
+    assert rotation(5, 5) == {"train_split": ["fold2", "fold3", "fold4"], "val_split": "fold1",
+                              "test_splits": ["fold5"]}
     reseeded = CrossValidationFolds(_beir(tmp_path / "b"), 5, seed=1)
     assert per_fold != [set(reseeded.queries(split)) for split in reseeded.splits()]

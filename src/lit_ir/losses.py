@@ -47,7 +47,8 @@ def coarse_tuning_loss(mlm_logits: torch.Tensor | None, mlm_labels: torch.Tensor
     """
     qdpp = pointwise_bce(qdpp_logits, qdpp_labels)
     if mlm_logits is None or mlm_labels.numel() == 0:
-        mlm = qdpp.new_zeros(())
+        # nothing masked: 0, still tied to the MLM head when given, so that DDP sees all parameters used
+        mlm = mlm_logits.float().sum() * 0.0 if mlm_logits is not None else qdpp.new_zeros(())
     else:
         mlm = F.cross_entropy(mlm_logits.float(), mlm_labels)
     return mlm_weight * mlm + qdpp_weight * qdpp, mlm, qdpp

@@ -22,7 +22,7 @@ import torch
 from transformers import AutoTokenizer
 
 from lit_ir.data.clicks import QDPPBatch, unit_hash
-from lit_ir.data.masking import mask_tokens
+from lit_ir.data.masking import IGNORE_INDEX, mask_tokens
 from lit_ir.losses import coarse_tuning_loss
 from lit_ir.models.coarse import CoarseTuningModel
 from lit_ir.models.cross_encoder import HEAD_FILE
@@ -87,10 +87,14 @@ class CoarseTuningModule(L.LightningModule):
                 inputs["input_ids"], inputs["attention_mask"], self.tokenizer.all_special_ids,
                 self.tokenizer.mask_token_id, self.model.config.vocab_size, self.hparams.mlm_probability,
                 self.hparams.query_mlm_probability, inputs["token_type_ids"], generator)
-        positions = labels != -100 if labels is not None else None
+        # QDPP-only: no masked position, but the MLM head stays in the graph (DDP wants every parameter used)
+        if labels is None:
+            positions = torch.zeros_like(inputs["input_ids"], dtype=torch.bool)
+        else:
+            positions = labels != IGNORE_INDEX
         qdpp_logits, mlm_logits = self.model(**inputs, mlm_positions=positions)
         qdpp_labels = batch.labels.to(self.device)
-        mlm_labels = labels[positions] if labels is not None else qdpp_labels.new_zeros(0, dtype=torch.long)
+        mlm_labels = inputs["input_ids"].new_zeros(0) if labels is None else labels[positions]
         total, mlm, qdpp = coarse_tuning_loss(mlm_logits, mlm_labels, qdpp_logits, qdpp_labels,
                                               self.hparams.mlm_weight, self.hparams.qdpp_weight)
         accuracy = ((qdpp_logits > 0).float() == qdpp_labels).float().mean()
