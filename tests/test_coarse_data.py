@@ -178,3 +178,23 @@ def test_cross_validation_folds_partition_the_queries(tmp_path):
                               "test_splits": ["fold5"]}
     reseeded = CrossValidationFolds(_beir(tmp_path / "b"), 5, seed=1)
     assert per_fold != [set(reseeded.queries(split)) for split in reseeded.splits()]
+
+
+def test_bm25_hard_negatives_come_from_the_click_querys_ranking(tmp_path):
+    from lit_ir.retrieval.first_stage import BM25FirstStage
+
+    rows = [f"c{i}\tword{i} text\td{i}\turl://{i}\n" for i in range(30)]
+    collection = _beir(tmp_path / "beir", clicks=rows)
+    first_stage = BM25FirstStage(k=3, cache_dir=tmp_path / "bm25", stopwords=None)
+    datamodule = ClickDataModule(collection, sample_rate=1.0, held_out_fraction=0.0, negative_rate=1.0,
+                                 negatives="first_stage", first_stage=first_stage, hard_negative_depth=3)
+    datamodule.setup("fit")
+    dataset = datamodule.train_dataset
+    for index, click in enumerate(dataset.clicks):
+        query, doc, label = dataset[index]
+        # "wordN text" ranks dN first (clicked, never a negative), then documents sharing only "text"
+        assert label == 0.0 and doc != f"word{click.doc_id[1:]} text"
+        assert doc in {collection.docs()[doc_id] for doc_id in dataset.hard_negatives[click.query_id]}
+    assert all(len(pool) == 3 for pool in dataset.hard_negatives.values())
+    with pytest.raises(ValueError, match="needs a first_stage"):
+        ClickDataModule(collection, negatives="first_stage")

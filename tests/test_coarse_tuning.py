@@ -136,3 +136,19 @@ def test_sweep_writes_a_table_and_a_plot(tmp_path, shared_cache):
     assert table["train_clicks"].iloc[2] < table["train_clicks"].iloc[3] <= 20
     assert table["held_out_qdpp_acc"].iloc[2:].between(0, 1).all() and "p(ndcg@5)" in table
     assert (tmp_path / "sweep.png").stat().st_size > 1000 and (tmp_path / "sweep.md").is_file()
+
+
+@pytest.mark.parametrize("experiment", ["coarse_orcas", "coarse_orcas_mlm_only", "coarse_orcas_qdpp_only",
+                                        "coarse_cranfield", "coarse_finetune_cranfield", "coarse_finetune_robust04",
+                                        "coarse_finetune_trec_covid", "coarse_finetune_trec_dl"])
+def test_paper_experiment_configs_compose(experiment, tmp_path):
+    cfg = compose_train(experiment, tmp_path)
+    if experiment.startswith("coarse_finetune"):
+        assert cfg.model.loss == "bce" and cfg.model.monitor in cfg.collection.metrics  # the paper: pointwise
+        assert {"ndcg@5"} <= set(cfg.collection.metrics) and any(m.startswith("mrr") for m in cfg.collection.metrics)
+    else:
+        assert cfg.data._target_.endswith("ClickDataModule") and cfg.trainer.max_epochs == 4
+        assert (cfg.model.mlm_weight, cfg.model.qdpp_weight) == {"coarse_orcas_mlm_only": (1.0, 0.0),
+                                                                 "coarse_orcas_qdpp_only": (0.0, 1.0)}.get(
+            experiment, (1.0, 1.0))
+        assert cfg.callbacks.model_checkpoint.mode == "min"  # monitors the held-out loss
