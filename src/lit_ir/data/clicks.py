@@ -2,8 +2,8 @@
 
 - Sampling keeps a click when a hash of (seed, query id, doc id) falls below the rate: the same clicks for the
   same seed whatever the order or length of the log, in one streaming pass (ORCAS has 18.8M clicks).
-- Held-out clicks (validation, the query prediction analysis) are chosen by query id, so their queries are never
-  seen in training.
+- Held-out clicks (validation, the query prediction analysis) are all clicks of a share of the queries, chosen by
+  query id before sampling: their queries are never seen in training, and they are the same at every rate.
 - A sampled click on a document that the collection does not have is counted and reported (or fatal): never dropped
   silently.
 - QDPP, like BERT's next-sentence prediction: each click is one example per epoch; with probability
@@ -66,8 +66,9 @@ def sample_clicks(
     missing_docs: Literal["warn", "error"] = "warn",
     source: str = "click log",
 ) -> ClickSample:
-    """Keep each click with probability `rate` (deterministic under `seed`); hold out `held_out_fraction` of the
-    queries (by query id). Clicks on documents missing from `docs` are counted and reported, or fatal."""
+    """Hold out the clicks of `held_out_fraction` of the queries (by query id, whatever the rate, so that runs at
+    different rates validate on the same clicks) and keep each other click with probability `rate`; both
+    deterministic under `seed`. Clicks on documents missing from `docs` are counted and reported, or fatal."""
     if not 0.0 < rate <= 1.0:
         raise ValueError(f"sample rate must be in (0, 1], got {rate}")
     if not 0.0 <= held_out_fraction < 1.0:
@@ -77,7 +78,8 @@ def sample_clicks(
     sample = ClickSample(train=[], held_out=[], num_read=0)
     for click in clicks:
         sample.num_read += 1
-        if unit_hash(seed, "sample", click.query_id, click.doc_id) >= rate:
+        held_out = unit_hash(seed, "held_out", click.query_id) < held_out_fraction
+        if not held_out and unit_hash(seed, "sample", click.query_id, click.doc_id) >= rate:
             continue
         if click.doc_id not in docs:
             if missing_docs == "error":
@@ -85,7 +87,6 @@ def sample_clicks(
                                  f"{click.doc_id!r}, which is not in the collection")
             sample.missing_doc.append(click)
             continue
-        held_out = unit_hash(seed, "held_out", click.query_id) < held_out_fraction
         (sample.held_out if held_out else sample.train).append(click)
     if sample.missing_doc:
         log.warning("%s: %d of %d sampled clicks are on documents missing from the collection and are not used "
