@@ -92,3 +92,47 @@ bench-sir: install
 bench-sir-paper: install
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_sir.py --models minilm --levels 88 48 16 --max-length 512 \
 		--chunk-size 22 --checkpointing on --steps 1
+
+## coarse-tuning: MLM + Query-Document Pair Prediction on click logs, then fine-tuning (experiments/coarse_tuning/)
+.PHONY: coarse-toy bench-coarse-cranfield coarse-ablations-cranfield coarse-query-prediction coarse-sweep-rate coarse-sweep-epochs coarse-robust04 coarse-trec-covid coarse-trec-dl
+COARSE_OUT ?= logs/coarse_tuning
+COARSE_PRETRAINED ?= bert-tiny-mlm
+COARSE_TARGET ?= cranfield
+# Cranfield's click log has 2.6K clicks; on ORCAS (18.8M) sweep the paper's range: COARSE_RATES=0.01,0.02,0.04,0.06,0.08,0.1
+COARSE_RATES ?= 0.1,0.25,0.5,1.0
+COARSE_EPOCHS ?= 1,2,4,8
+COARSE_SWEEP_FOLDS ?= 1,2,3,4,5
+COARSE := HF_HUB_OFFLINE=1 $(BIN)/python experiments/coarse_tuning/pipeline.py
+
+# a coarse-tuning run on the toy collection's click log (offline, seconds)
+coarse-toy: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m lit_ir.train experiment=coarse_toy
+
+# real data: fine-tune only vs coarse-tune + fine-tune on Cranfield (clicks.tsv), 5-fold CV, paired t-tests
+bench-coarse-cranfield: install-bench
+	$(COARSE) compare --target cranfield --pretrained $(COARSE_PRETRAINED) --systems fine_only,coarse --out $(COARSE_OUT)/cranfield-$(COARSE_PRETRAINED)
+
+# the same with the MLM-only and QDPP-only ablations (reuses the finished stages of bench-coarse-cranfield)
+coarse-ablations-cranfield: install-bench
+	$(COARSE) compare --target cranfield --pretrained $(COARSE_PRETRAINED) --out $(COARSE_OUT)/cranfield-$(COARSE_PRETRAINED)
+
+# query prediction before vs after coarse-tuning, on the held-out clicks of bench-coarse-cranfield's coarse run
+coarse-query-prediction: install-bench
+	HF_HUB_OFFLINE=1 $(BIN)/python experiments/coarse_tuning/query_prediction.py --coarse-run $(COARSE_OUT)/cranfield-$(COARSE_PRETRAINED)/coarse/coarse
+
+# sweeps: sweep.csv / sweep.md (table) and sweep.png (plot) in $(COARSE_OUT)/sweep-<param>-<target>
+coarse-sweep-rate: install-bench
+	$(COARSE) sweep --target $(COARSE_TARGET) --pretrained $(COARSE_PRETRAINED) --param sample_rate --values $(COARSE_RATES) --folds $(COARSE_SWEEP_FOLDS) --out $(COARSE_OUT)/sweep-sample_rate-$(COARSE_TARGET)
+
+coarse-sweep-epochs: install-bench
+	$(COARSE) sweep --target $(COARSE_TARGET) --pretrained $(COARSE_PRETRAINED) --param epochs --values $(COARSE_EPOCHS) --folds $(COARSE_SWEEP_FOLDS) --out $(COARSE_OUT)/sweep-epochs-$(COARSE_TARGET)
+
+# the paper's setting (needs ORCAS + MS MARCO documents, Robust04, TREC-COVID; prajjwal1/bert-tiny from the Hub):
+# ORCAS coarse-tuning runs once (into $(COARSE_OUT)/orcas-coarse) and is shared by the three targets
+COARSE_PAPER := --pretrained prajjwal1/bert-tiny --coarse-root $(COARSE_OUT)/orcas-coarse
+coarse-robust04: install
+	$(COARSE) compare --target robust04 $(COARSE_PAPER) --out $(COARSE_OUT)/robust04
+coarse-trec-covid: install
+	$(COARSE) compare --target trec_covid $(COARSE_PAPER) --out $(COARSE_OUT)/trec_covid
+coarse-trec-dl: install
+	$(COARSE) compare --target trec_dl $(COARSE_PAPER) --out $(COARSE_OUT)/trec_dl

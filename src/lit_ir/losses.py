@@ -51,3 +51,24 @@ def compressor_loss(scores: torch.Tensor) -> torch.Tensor:
 
 
 RANKING_LOSSES["sir_compressor"] = compressor_loss
+
+
+# ---- coarse-tuning: MLM + Query-Document Pair Prediction ------------------------------------------------------
+# Not a ranking loss (no `scores -> loss` shape), so it is not registered in RANKING_LOSSES.
+
+
+def coarse_tuning_loss(mlm_logits: torch.Tensor | None, mlm_labels: torch.Tensor, qdpp_logits: torch.Tensor,
+                       qdpp_labels: torch.Tensor, mlm_weight: float = 1.0,
+                       qdpp_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(total, mlm, qdpp) with total = mlm_weight * MLM + qdpp_weight * QDPP (the paper: MLM + QDPP).
+
+    MLM is the mean cross-entropy over the masked tokens (`mlm_logits` [masked, vocab], `mlm_labels` [masked]);
+    with no masked token it is 0. QDPP is binary cross-entropy of one logit per pair (label 1 = clicked pair).
+    """
+    qdpp = pointwise_bce(qdpp_logits, qdpp_labels)
+    if mlm_logits is None or mlm_labels.numel() == 0:
+        # nothing masked: 0, still tied to the MLM head when given, so that DDP sees all parameters used
+        mlm = mlm_logits.float().sum() * 0.0 if mlm_logits is not None else qdpp.new_zeros(())
+    else:
+        mlm = F.cross_entropy(mlm_logits.float(), mlm_labels)
+    return mlm_weight * mlm + qdpp_weight * qdpp, mlm, qdpp

@@ -13,6 +13,8 @@ from lit_ir.evaluation import compare_runs, print_table, write_metrics
 
 def report_test_splits(cfg: DictConfig, datamodule, output_dir: Path) -> dict[str, Path]:
     """Write metrics/<split>/metrics.json (system -> metric -> value) and per_query.csv; print a table per split."""
+    if not cfg.model.get("run_dir"):  # a module that writes no ranking (e.g. coarse-tuning) has nothing to compare
+        return {}
     console = Console()
     run_dir = Path(cfg.model.run_dir)
     collection = datamodule.collection

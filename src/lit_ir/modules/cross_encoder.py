@@ -8,7 +8,6 @@ Coarse-tuning and SIR build on this module.
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -22,8 +21,8 @@ from lit_ir.data.trec import Run, write_run
 from lit_ir.evaluation import evaluate_run
 from lit_ir.losses import RANKING_LOSSES
 from lit_ir.models.cross_encoder import CrossEncoder
-from lit_ir.models.hub import RANDOM_BERT, resolve_model
 from lit_ir.models.tokenization import PairTokenizer
+from lit_ir.modules.shared import configure_optimizers, resolve_pretrained, seeded_init
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +59,8 @@ class CrossEncoderModule(L.LightningModule):
         """Built here, not in __init__, so a random-init model can learn its vocabulary from the DataModule."""
         if self.model is not None:
             return
-        vocab_texts = None
-        if RANDOM_BERT.match(self.hparams.pretrained) and self._trainer is not None and self.trainer.datamodule:
-            vocab_texts = self.trainer.datamodule.sample_texts()
-        path = resolve_model(self.hparams.pretrained, cache_dir=self.hparams.cache_dir, vocab_texts=vocab_texts)
-        # new weights (the score head, a random backbone) depend only on init_seed, not on how much of the global
-        # RNG was used before: the same model whether launched as one process, under DDP or from a checkpoint
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.hparams.init_seed)
+        path = resolve_pretrained(self)
+        with seeded_init(self.hparams.init_seed):
             self.model = CrossEncoder.from_pretrained(path, dropout=self.hparams.dropout).train()
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.pair_tokenizer = PairTokenizer(self.tokenizer, self.hparams.max_query_length, self.hparams.max_length)
@@ -93,16 +86,7 @@ class CrossEncoderModule(L.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        if self.optimizer_factory is None:
-            raise ValueError("model.optimizer is not configured")
-        optimizer = self.optimizer_factory(params=self.parameters())
-        if self.scheduler_factory is None:
-            return optimizer
-        # step-based schedules (warmup + decay) need the run's length, known only once the trainer is set up
-        needs_length = "num_training_steps" in inspect.signature(self.scheduler_factory).parameters
-        extra = {"num_training_steps": self.trainer.estimated_stepping_batches} if needs_length else {}
-        scheduler = self.scheduler_factory(optimizer=optimizer, **extra)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return configure_optimizers(self, self.optimizer_factory, self.scheduler_factory)
 
     # ---- reranking ---------------------------------------------------------------------------------------------
     def _eval_step(self, batch: PairBatch, dataloader_idx: int) -> None:

@@ -1,0 +1,1 @@
+"""Analyses of trained models (query prediction with an MLM head, ...)."""

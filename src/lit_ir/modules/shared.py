@@ -1,0 +1,47 @@
+"""What the LightningModules share: the pretrained model's folder, seeded new weights, optimizer + scheduler."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from lit_ir.models.hub import RANDOM_BERT, resolve_model
+
+
+def resolve_pretrained(module: L.LightningModule) -> Path:
+    """`module.hparams.pretrained` as a local model folder. A random-init model (`random-bert-*`) learns its
+    vocabulary from the DataModule's `sample_texts()`, which is why modules build their model in configure_model."""
+    vocab_texts = None
+    if RANDOM_BERT.match(module.hparams.pretrained) and module._trainer is not None and module.trainer.datamodule:
+        vocab_texts = module.trainer.datamodule.sample_texts()
+    return resolve_model(module.hparams.pretrained, cache_dir=module.hparams.cache_dir, vocab_texts=vocab_texts)
+
+
+@contextlib.contextmanager
+def seeded_init(seed: int) -> Iterator[None]:
+    """New weights (a head, a random backbone) depend only on `seed`, not on how much of the global RNG was used
+    before: the same model whether launched as one process, under DDP or from a checkpoint."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def configure_optimizers(module: L.LightningModule,
+                         optimizer_factory: Callable[..., torch.optim.Optimizer] | None,
+                         scheduler_factory: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None):
+    """What `LightningModule.configure_optimizers` returns: the optimizer, with a per-step scheduler if given."""
+    if optimizer_factory is None:
+        raise ValueError("model.optimizer is not configured")
+    optimizer = optimizer_factory(params=module.parameters())
+    if scheduler_factory is None:
+        return optimizer
+    # step-based schedules (warmup + decay) need the run's length, known only once the trainer is set up
+    needs_length = "num_training_steps" in inspect.signature(scheduler_factory).parameters
+    extra = {"num_training_steps": module.trainer.estimated_stepping_batches} if needs_length else {}
+    scheduler = scheduler_factory(optimizer=optimizer, **extra)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

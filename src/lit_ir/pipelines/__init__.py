@@ -1,0 +1,1 @@
+"""Multi-stage experiment pipelines built from `lit_ir.train` runs."""
