@@ -61,3 +61,38 @@ bench-dense: install-bench
 
 clean:
 	rm -rf logs .cache .pytest_cache
+
+## CODER (lit_ir.modules.coder): listwise training of a bi-encoder's query encoder against frozen document embeddings
+.PHONY: coder-cranfield coder-figure2 coder-ablations coder-tasb coder-repbert coder-tripclick bench-coder
+CODER_RUNS ?= logs/coder
+# real data, offline (~15 min on 2 CPU cores): MiniLM base, training candidates from BM25 and from MiniLM itself;
+# CODER vs MiniLM on Cranfield dev, single-stage and reranking BM25, with paired t-tests
+coder-cranfield: install-bench
+	HF_HUB_OFFLINE=1 $(BIN)/python -m lit_ir.train experiment=coder_cranfield hydra.run.dir=$(CODER_RUNS)/cranfield-bm25
+	HF_HUB_OFFLINE=1 $(BIN)/python -m lit_ir.train experiment=coder_cranfield 'data.candidates=$${data.embeddings}' \
+		hydra.run.dir=$(CODER_RUNS)/cranfield-minilm
+	$(BIN)/python experiments/coder/compare_base.py $(CODER_RUNS)/cranfield-bm25 $(CODER_RUNS)/cranfield-minilm \
+		--out experiments/coder/results/cranfield.md
+# Figure 2's shape: a --multirun sweep over the number of training candidates N, then table + plot
+CODER_NS ?= 10,30,100,300,1000
+coder-figure2: install-bench
+	HF_HUB_OFFLINE=1 $(BIN)/python -m lit_ir.train --multirun experiment=coder_cranfield data.num_candidates=$(CODER_NS) \
+		hydra.sweep.dir=$(CODER_RUNS)/figure2
+	$(BIN)/python experiments/coder/figure2.py $(CODER_RUNS)/figure2
+# the §4.4 ablations (and A.3's transformer scorer) next to the default, as one sweep
+coder-ablations: install-bench
+	HF_HUB_OFFLINE=1 $(BIN)/python -m lit_ir.train --multirun experiment=coder_cranfield \
+		'+coder_ablation=max_margin,random_negatives,in_batch,transformer_scorer' hydra.sweep.dir=$(CODER_RUNS)/ablations
+	$(BIN)/python experiments/coder/figure2.py $(CODER_RUNS)/ablations $(CODER_RUNS)/cranfield-bm25 \
+		--out experiments/coder/results/ablations
+# the paper's settings: need a GPU and the collections locally (they fail at once, saying what is missing, otherwise)
+coder-tasb: install
+	$(BIN)/python -m lit_ir.train experiment=coder_tasb trainer=gpu
+coder-repbert: install
+	$(BIN)/python -m lit_ir.train experiment=coder_repbert trainer=gpu encoder.path=$(REPBERT)
+coder-tripclick: install
+	$(BIN)/python -m lit_ir.train experiment=coder_tripclick trainer=gpu encoder.path=$(BERT_DOT)
+	$(BIN)/python -m lit_ir.train experiment=coder_tripclick_raw trainer=gpu encoder.path=$(BERT_DOT)
+# training queries/s (data vs compute), reranking ms/query for 1,000 candidates, peak memory; GPU when there is one
+bench-coder: install-bench
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_coder.py
