@@ -5,6 +5,7 @@ experiments compose and, offline, fail fast and clearly."""
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -16,7 +17,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from conftest import TINY_TOY
 from lit_ir.data.embedding_store import EmbeddingStore, ids_digest
@@ -176,8 +177,6 @@ def test_repbert_needs_its_model_folder(tmp_path, shared_cache):
 
 
 def _script(name: str):
-    import importlib.util
-
     path = Path(__file__).resolve().parents[1] / "experiments" / "coder" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"coder_{name}", path)
     module = importlib.util.module_from_spec(spec)
@@ -205,3 +204,35 @@ def test_experiment_scripts_read_finished_runs(tmp_path, shared_cache):
     assert systems == ["first_stage", "base_dense (base model)", "dense (CODER)", "base_rerank (base model)",
                        "reranker (CODER)"]
     assert all(0.0 <= rows[2][f"p {m}"] <= 1.0 for m in ("ndcg@10", "mrr@10")) and rows[2]["M_C"] == "BM25"
+
+
+@pytest.mark.parametrize("ablation, key, value", [
+    ("max_margin", "model.loss", "max_margin"), ("random_negatives", "data.negatives", "random"),
+    ("in_batch", "data.in_batch_negatives", 300), ("transformer_scorer", "model.scorer.num_layers", 2),
+])
+def test_ablations_train_and_test(tmp_path, shared_cache, ablation, key, value):
+    cfg = compose_coder(tmp_path, shared_cache, [*TINY_CODER, f"+coder_ablation={ablation}", "model.base_runs=false",
+                                                 "callbacks=none", "logger=none"])
+    assert OmegaConf.select(cfg, key) == value
+    outputs = run(cfg)
+    assert set(json.loads(outputs["metrics/test"].read_text())["metrics"]) == {"first_stage", "reranker", "dense"}
+    if ablation == "transformer_scorer":
+        assert (outputs["model"] / "scorer.pt").is_file()
+
+
+@pytest.mark.slow
+def test_ddp_spawn_matches_single_process(tmp_path, shared_cache):
+    # 2 ranks x 4 queries with a fixed order and SGD average to the same step as 1 rank x 8 queries (see test_train)
+    common = [*TINY_CODER, "data.shuffle=false", "callbacks=none", "logger=none",
+              "model.optimizer._target_=torch.optim.SGD", "~model.optimizer.eps", "model.optimizer.lr=0.1"]
+    single = run(compose_coder(tmp_path / "single", shared_cache, [*common, "data.train_batch_size=8"]))
+    ddp = run(compose_coder(tmp_path / "ddp", shared_cache, [*common, "data.train_batch_size=4", "trainer=ddp_spawn"]))
+    one, two = (read_run(tmp_path / name / "runs" / "test.rerank.trec") for name in ("single", "ddp"))
+    assert {q: set(d) for q, d in one.items()} == {q: set(d) for q, d in two.items()}
+    for query_id, docs in one.items():
+        for doc_id, score in docs.items():
+            assert two[query_id][doc_id] == pytest.approx(score, abs=2e-3), (query_id, doc_id)
+    single_metrics = json.loads(single["metrics/test"].read_text())["metrics"]
+    ddp_metrics = json.loads(ddp["metrics/test"].read_text())["metrics"]
+    for metric, value in single_metrics["reranker"].items():
+        assert ddp_metrics["reranker"][metric] == pytest.approx(value, abs=0.02), metric

@@ -20,7 +20,6 @@ Validation reranks the validation split's first-stage candidates and logs the me
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -36,6 +35,7 @@ from lit_ir.losses import CANDIDATE_LIST_LOSSES
 from lit_ir.models.bi_encoder import BiEncoder
 from lit_ir.models.candidate_scorer import DotProductScorer
 from lit_ir.models.hub import RANDOM_BERT
+from lit_ir.modules.optimization import configure_optimizers
 from lit_ir.retrieval.dense import DenseIndex
 from lit_ir.retrieval.encoding import encode_texts
 
@@ -142,15 +142,8 @@ class CoderModule(L.LightningModule):
         return [p for p in [*self.model.query_encoder.parameters(), *self.scorer.parameters()] if p.requires_grad]
 
     def configure_optimizers(self):
-        if self.optimizer_factory is None:
-            raise ValueError("model.optimizer is not configured")
-        optimizer = self.optimizer_factory(params=self.trainable_parameters())
-        if self.scheduler_factory is None:
-            return optimizer
-        needs_length = "num_training_steps" in inspect.signature(self.scheduler_factory).parameters
-        extra = {"num_training_steps": self.trainer.estimated_stepping_batches} if needs_length else {}
-        scheduler = self.scheduler_factory(optimizer=optimizer, **extra)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return configure_optimizers(self.trainer, self.trainable_parameters(), self.optimizer_factory,
+                                    self.scheduler_factory)
 
     # ---- reranking ---------------------------------------------------------------------------------------------
     def _eval_step(self, batch: CandidateBatch, dataloader_idx: int, with_base: bool) -> None:

@@ -8,7 +8,6 @@ Coarse-tuning and SIR build on this module.
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +23,7 @@ from lit_ir.losses import RANKING_LOSSES
 from lit_ir.models.cross_encoder import CrossEncoder
 from lit_ir.models.hub import RANDOM_BERT, resolve_model
 from lit_ir.models.tokenization import PairTokenizer
+from lit_ir.modules.optimization import configure_optimizers
 
 log = logging.getLogger(__name__)
 
@@ -93,16 +93,7 @@ class CrossEncoderModule(L.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        if self.optimizer_factory is None:
-            raise ValueError("model.optimizer is not configured")
-        optimizer = self.optimizer_factory(params=self.parameters())
-        if self.scheduler_factory is None:
-            return optimizer
-        # step-based schedules (warmup + decay) need the run's length, known only once the trainer is set up
-        needs_length = "num_training_steps" in inspect.signature(self.scheduler_factory).parameters
-        extra = {"num_training_steps": self.trainer.estimated_stepping_batches} if needs_length else {}
-        scheduler = self.scheduler_factory(optimizer=optimizer, **extra)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return configure_optimizers(self.trainer, self.parameters(), self.optimizer_factory, self.scheduler_factory)
 
     # ---- reranking ---------------------------------------------------------------------------------------------
     def _eval_step(self, batch: PairBatch, dataloader_idx: int) -> None:
