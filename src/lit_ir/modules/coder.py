@@ -112,7 +112,14 @@ class CoderModule(L.LightningModule):
     def gather(self, rows: torch.Tensor) -> torch.Tensor:
         """[b, n] store rows -> [b, n, dim] float embeddings on this module's device."""
         matrix = self.doc_matrix()
-        return matrix[rows.to(matrix.device)].to(self.device, non_blocking=True).float()
+        if matrix.device == self.device:
+            return matrix[rows.to(matrix.device)].float()
+        # the matrix is in pinned CPU memory (too large for the GPU): gather into a pinned buffer, so that the copy
+        # to the GPU is a fast asynchronous one rather than a staged copy from pageable memory
+        flat = rows.detach().cpu().reshape(-1)
+        docs = torch.empty((flat.numel(), matrix.shape[1]), dtype=matrix.dtype, pin_memory=True)
+        torch.index_select(matrix, 0, flat, out=docs)
+        return docs.view(*rows.shape, -1).to(self.device, non_blocking=True).float()
 
     def score(self, encoder: BiEncoder, batch: CandidateBatch, docs: torch.Tensor | None = None) -> torch.Tensor:
         docs = self.gather(batch.rows) if docs is None else docs
