@@ -75,15 +75,18 @@ coder-cranfield: install-bench
 		--out experiments/coder/results/cranfield.md
 # Figure 2's shape: a --multirun sweep over the number of training candidates N, then table + plot
 CODER_NS ?= 10,30,100,300,1000
+# epochs per sweep job: 5 for the committed figure and ablations (15 = the experiment's default)
+CODER_SWEEP_EPOCHS ?= 5
 coder-figure2: install-bench
-	HF_HUB_OFFLINE=1 $(BIN)/python -m lit_ir.train --multirun experiment=coder_cranfield data.num_candidates=$(CODER_NS) \
-		hydra.sweep.dir=$(CODER_RUNS)/figure2
-	$(BIN)/python experiments/coder/figure2.py $(CODER_RUNS)/figure2
-# the §4.4 ablations (and A.3's transformer scorer) next to the default, as one sweep
+	HF_HUB_OFFLINE=1 $(BIN)/python -m lit_ir.train --multirun experiment=coder_cranfield data.num_candidates=$(CODER_NS) trainer.max_epochs=$(CODER_SWEEP_EPOCHS) \
+		trainer.val_check_interval=15 hydra.sweep.dir=$(CODER_RUNS)/figure2
+	$(BIN)/python experiments/coder/figure2.py $(CODER_RUNS)/figure2 --out experiments/coder/results
+# the §4.4 ablations (and A.3's transformer scorer) next to the default (N = 300, job 3 of coder-figure2), one sweep
 coder-ablations: install-bench
 	HF_HUB_OFFLINE=1 $(BIN)/python -m lit_ir.train --multirun experiment=coder_cranfield \
-		'+coder_ablation=max_margin,random_negatives,in_batch,transformer_scorer' hydra.sweep.dir=$(CODER_RUNS)/ablations
-	$(BIN)/python experiments/coder/figure2.py $(CODER_RUNS)/ablations $(CODER_RUNS)/cranfield-bm25 \
+		'+coder_ablation=max_margin,random_negatives,in_batch,transformer_scorer' trainer.max_epochs=$(CODER_SWEEP_EPOCHS) \
+		trainer.val_check_interval=15 hydra.sweep.dir=$(CODER_RUNS)/ablations
+	$(BIN)/python experiments/coder/figure2.py $(CODER_RUNS)/ablations $(CODER_RUNS)/figure2/3 \
 		--out experiments/coder/results/ablations
 # the paper's settings: need a GPU and the collections locally (they fail at once, saying what is missing, otherwise)
 coder-tasb: install

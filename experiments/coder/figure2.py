@@ -7,7 +7,7 @@ candidates N (and of the other §4.4 settings: loss, random or in-batch negative
 Each run folder (a `python -m lit_ir.train` output, or every job of a --multirun sweep) gives one row / one curve:
 its setting from `config.yaml`, the final reranking metric from `metrics/<split>/metrics.json` (the base model's
 reranking of the same first stage, `base_rerank`, is the left-most point, as in the paper), and the validation curve
-from `csv/metrics.csv` when the CSV logger ran. Writes `figure2.md` (table), `figure2.csv` and `figure2.png`.
+from `csv/metrics.csv` when the CSV logger ran; p: paired t-test of CODER's reranking against the base model's. Writes `figure2.md` (table), `figure2.csv` and `figure2.png`.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
+
+from lit_ir.evaluation import paired_t_test  # noqa: E402
 
 
 def run_folders(paths: list[Path]) -> list[Path]:
@@ -47,6 +49,15 @@ def setting(config: dict) -> str:
     return label
 
 
+def p_vs_base(folder: Path, split: str, metric: str) -> float | None:
+    """Paired t-test of CODER's reranking against the base model's, over the split's queries."""
+    per_query = pd.read_csv(folder / "metrics" / split / "per_query.csv", dtype={"query_id": str})
+    systems = {name: frame.set_index("query_id").sort_index()[metric] for name, frame in per_query.groupby("system")}
+    if "base_rerank" not in systems:
+        return None
+    return paired_t_test(systems["reranker"].to_numpy(), systems["base_rerank"].to_numpy())
+
+
 def collect(folders: list[Path], split: str, metric: str) -> tuple[pd.DataFrame, dict[str, pd.Series]]:
     rows, curves = [], {}
     for folder in folders:
@@ -57,7 +68,7 @@ def collect(folders: list[Path], split: str, metric: str) -> tuple[pd.DataFrame,
         rows.append({"setting": label, "num_candidates": config["data"]["num_candidates"],
                      f"base {metric}": systems.get("base_rerank", {}).get(metric),
                      f"CODER rerank {metric}": systems["reranker"][metric],
-                     f"p (vs first stage)": metrics["p_values"].get("reranker", {}).get(metric),
+                     f"p vs base": p_vs_base(folder, split, metric),
                      f"CODER dense {metric}": systems.get("dense", {}).get(metric),
                      "run": str(folder)})
         log = folder / "csv" / "metrics.csv"
