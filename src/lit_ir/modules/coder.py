@@ -122,6 +122,8 @@ class CoderModule(L.LightningModule):
         return docs.view(*rows.shape, -1).to(self.device, non_blocking=True).float()
 
     def score(self, encoder: BiEncoder, batch: CandidateBatch, docs: torch.Tensor | None = None) -> torch.Tensor:
+        """[b, n] scores of the batch's candidates: CODER's query encoder through `scorer`, or (the base model) a
+        plain dot product. `docs`: the gathered embeddings, when already at hand."""
         docs = self.gather(batch.rows) if docs is None else docs
         query = encoder.encode_queries(batch.queries)
         return self.scorer(query, docs, batch.mask) if encoder is self.model else torch.einsum("bd,bnd->bn", query, docs)
