@@ -223,7 +223,7 @@ def test_ablations_train_and_test(tmp_path, shared_cache, ablation, key, value):
 @pytest.mark.slow
 def test_ddp_spawn_matches_single_process(tmp_path, shared_cache):
     # 2 ranks x 4 queries with a fixed order and SGD average to the same step as 1 rank x 8 queries (see test_train)
-    common = [*TINY_CODER, "data.shuffle=false", "callbacks=none", "logger=none",
+    common = [*TINY_CODER, "data.shuffle=false", "callbacks=none", "logger=none", "model.dropout=0.0",
               "model.optimizer._target_=torch.optim.SGD", "~model.optimizer.eps", "model.optimizer.lr=0.1"]
     single = run(compose_coder(tmp_path / "single", shared_cache, [*common, "data.train_batch_size=8"]))
     ddp = run(compose_coder(tmp_path / "ddp", shared_cache, [*common, "data.train_batch_size=4", "trainer=ddp_spawn"]))

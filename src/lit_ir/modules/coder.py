@@ -60,6 +60,7 @@ class CoderModule(L.LightningModule):
         dense_k: int = 1000,
         dense_index: Mapping | None = None,
         base_runs: bool = True,
+        dropout: float | None = None,
         init_seed: int = 0,
     ):
         super().__init__()
@@ -90,6 +91,10 @@ class CoderModule(L.LightningModule):
             self.model = BiEncoder.from_pretrained(**{**encoder, "shared": False}, cache_dir=self.hparams.cache_dir,
                                                    vocab_texts=vocab_texts)
             self.scorer = self.scorer_factory(dim=self.model.dim)
+        if self.hparams.dropout is not None:  # every dropout layer of the query encoder (BERT, DistilBERT alike)
+            for layer in self.model.query_encoder.modules():
+                if isinstance(layer, nn.Dropout):
+                    layer.p = self.hparams.dropout
         self.model.train()  # Hugging Face loads in eval mode; Lightning keeps whatever mode it finds
         self.model.doc_encoder.requires_grad_(False).eval()
 
