@@ -94,7 +94,7 @@ bench-sir-paper: install
 		--chunk-size 22 --checkpointing on --steps 1
 
 ## coarse-tuning: MLM + Query-Document Pair Prediction on click logs, then fine-tuning (experiments/coarse_tuning/)
-.PHONY: coarse-toy bench-coarse-cranfield coarse-ablations-cranfield coarse-query-prediction coarse-sweep-rate coarse-sweep-epochs coarse-robust04 coarse-trec-covid coarse-trec-dl
+.PHONY: coarse-toy coarse-cranfield coarse-ablations-cranfield coarse-query-prediction coarse-sweep-rate coarse-sweep-epochs coarse-robust04 coarse-trec-covid coarse-trec-dl
 COARSE_OUT ?= logs/coarse_tuning
 COARSE_PRETRAINED ?= bert-tiny-mlm
 COARSE_TARGET ?= cranfield
@@ -109,14 +109,14 @@ coarse-toy: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m lit_ir.train experiment=coarse_toy
 
 # real data: fine-tune only vs coarse-tune + fine-tune on Cranfield (clicks.tsv), 5-fold CV, paired t-tests
-bench-coarse-cranfield: install-bench
+coarse-cranfield: install-bench
 	$(COARSE) compare --target cranfield --pretrained $(COARSE_PRETRAINED) --systems fine_only,coarse --out $(COARSE_OUT)/cranfield-$(COARSE_PRETRAINED)
 
-# the same with the MLM-only and QDPP-only ablations (reuses the finished stages of bench-coarse-cranfield)
+# the same with the MLM-only and QDPP-only ablations (reuses the finished stages of coarse-cranfield)
 coarse-ablations-cranfield: install-bench
 	$(COARSE) compare --target cranfield --pretrained $(COARSE_PRETRAINED) --out $(COARSE_OUT)/cranfield-$(COARSE_PRETRAINED)
 
-# query prediction before vs after coarse-tuning, on the held-out clicks of bench-coarse-cranfield's coarse run
+# query prediction before vs after coarse-tuning, on the held-out clicks of coarse-cranfield's coarse run
 coarse-query-prediction: install-bench
 	HF_HUB_OFFLINE=1 $(BIN)/python experiments/coarse_tuning/query_prediction.py --coarse-run $(COARSE_OUT)/cranfield-$(COARSE_PRETRAINED)/coarse/coarse
 
@@ -136,3 +136,41 @@ coarse-trec-covid: install
 	$(COARSE) compare --target trec_covid $(COARSE_PAPER) --out $(COARSE_OUT)/trec_covid
 coarse-trec-dl: install
 	$(COARSE) compare --target trec_dl $(COARSE_PAPER) --out $(COARSE_OUT)/trec_dl
+
+## CODER (lit_ir.modules.coder): listwise training of a bi-encoder's query encoder against frozen document embeddings
+.PHONY: coder-cranfield coder-figure2 coder-ablations coder-tasb coder-repbert coder-tripclick bench-coder
+CODER_RUNS ?= logs/coder
+# real data, offline (~15 min on 2 CPU cores): MiniLM base, training candidates from BM25 and from MiniLM itself;
+# CODER vs MiniLM on Cranfield dev, single-stage and reranking BM25, with paired t-tests
+coder-cranfield: install-bench
+	HF_HUB_OFFLINE=1 $(BIN)/python -m lit_ir.train experiment=coder_cranfield hydra.run.dir=$(CODER_RUNS)/cranfield-bm25
+	HF_HUB_OFFLINE=1 $(BIN)/python -m lit_ir.train experiment=coder_cranfield 'data.candidates=$${data.embeddings}' \
+		hydra.run.dir=$(CODER_RUNS)/cranfield-minilm
+	$(BIN)/python experiments/coder/compare_base.py $(CODER_RUNS)/cranfield-bm25 $(CODER_RUNS)/cranfield-minilm \
+		--out experiments/coder/results/cranfield.md
+# Figure 2's shape: a --multirun sweep over the number of training candidates N, then table + plot
+CODER_NS ?= 10,30,100,300,1000
+# epochs per sweep job: 5 for the committed figure and ablations (15 = the experiment's default)
+CODER_SWEEP_EPOCHS ?= 5
+coder-figure2: install-bench
+	HF_HUB_OFFLINE=1 $(BIN)/python -m lit_ir.train --multirun experiment=coder_cranfield data.num_candidates=$(CODER_NS) trainer.max_epochs=$(CODER_SWEEP_EPOCHS) \
+		trainer.val_check_interval=15 hydra.sweep.dir=$(CODER_RUNS)/figure2
+	$(BIN)/python experiments/coder/figure2.py $(CODER_RUNS)/figure2 --out experiments/coder/results
+# the §4.4 ablations (and A.3's transformer scorer) next to the default (N = 300, job 3 of coder-figure2), one sweep
+coder-ablations: install-bench
+	HF_HUB_OFFLINE=1 $(BIN)/python -m lit_ir.train --multirun experiment=coder_cranfield \
+		'+coder_ablation=max_margin,random_negatives,in_batch,transformer_scorer' trainer.max_epochs=$(CODER_SWEEP_EPOCHS) \
+		trainer.val_check_interval=15 hydra.sweep.dir=$(CODER_RUNS)/ablations
+	$(BIN)/python experiments/coder/figure2.py $(CODER_RUNS)/ablations $(CODER_RUNS)/figure2/3 \
+		--out experiments/coder/results/ablations
+# the paper's settings: need a GPU and the collections locally (they fail at once, saying what is missing, otherwise)
+coder-tasb: install
+	$(BIN)/python -m lit_ir.train experiment=coder_tasb trainer=gpu
+coder-repbert: install
+	$(BIN)/python -m lit_ir.train experiment=coder_repbert trainer=gpu encoder.path=$(REPBERT)
+coder-tripclick: install
+	$(BIN)/python -m lit_ir.train experiment=coder_tripclick trainer=gpu encoder.path=$(BERT_DOT)
+	$(BIN)/python -m lit_ir.train experiment=coder_tripclick_raw trainer=gpu encoder.path=$(BERT_DOT)
+# training queries/s (data vs compute), reranking ms/query for 1,000 candidates, peak memory; GPU when there is one
+bench-coder: install-bench
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_coder.py

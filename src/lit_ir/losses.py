@@ -72,3 +72,41 @@ def coarse_tuning_loss(mlm_logits: torch.Tensor | None, mlm_labels: torch.Tensor
     else:
         mlm = F.cross_entropy(mlm_logits.float(), mlm_labels)
     return mlm_weight * mlm + qdpp_weight * qdpp, mlm, qdpp
+
+# ---- CODER: losses over a query's whole candidate list ------------------------------------------------------------
+# Shapes: `scores`, `labels` and `mask` are [queries, candidates]. `labels` holds the relevance grade of each
+# judged-relevant candidate and 0 elsewhere; `mask` is False where a row is padding (lists of unequal length are
+# padded to the batch's longest). Padded candidates take no part in either loss.
+
+
+def _check_relevant(labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    relevant = (labels > 0) & mask
+    if not bool(relevant.any(dim=1).all()):
+        raise ValueError("every query needs at least one relevant candidate (label > 0) among its unpadded ones")
+    return relevant
+
+
+def coder_listwise_kl(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """CODER's ListNet loss, as in the authors' code: KLDiv(batchmean)(log_softmax(scores), softmax(targets)), with
+    targets = the grades of judged-relevant candidates and -inf for every other one (so they get target mass 0)."""
+    relevant = _check_relevant(labels, mask)
+    targets = F.softmax(labels.to(scores.dtype).masked_fill(~relevant, float("-inf")), dim=1)
+    log_probs = F.log_softmax(scores.masked_fill(~mask, float("-inf")), dim=1)
+    # padded entries have target 0 and log-prob -inf; 0 * -inf is NaN, so give them a finite log-prob
+    return F.kl_div(log_probs.masked_fill(~mask, 0.0), targets, reduction="batchmean")
+
+
+def coder_max_margin(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor,
+                     margin: float = 1.0) -> torch.Tensor:
+    """The paper's pairwise ablation ("Multi-Label Max Margin", torch's MultiLabelMarginLoss over the candidate list):
+    per query, sum over (relevant j, non-relevant i) of max(0, margin - (s_j - s_i)), divided by the number of
+    unpadded candidates; averaged over queries."""
+    relevant = _check_relevant(labels, mask)
+    non_relevant = mask & ~relevant
+    hinge = F.relu(margin - (scores.unsqueeze(2) - scores.unsqueeze(1)))  # [q, j, i]
+    pairs = relevant.unsqueeze(2) & non_relevant.unsqueeze(1)
+    per_query = (hinge * pairs).sum(dim=(1, 2)) / mask.sum(dim=1)
+    return per_query.mean()
+
+
+CANDIDATE_LIST_LOSSES = {"kl": coder_listwise_kl, "max_margin": coder_max_margin}

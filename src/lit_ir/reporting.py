@@ -1,4 +1,4 @@
-"""The end-of-run report: for each test split, the reranked run against the first-stage run it reranked."""
+"""The end-of-run report: for each test split, every run the module wrote against the first-stage run."""
 
 from __future__ import annotations
 
@@ -10,6 +10,19 @@ from rich.console import Console
 from lit_ir.data.trec import read_run, write_run
 from lit_ir.evaluation import compare_runs, print_table, write_metrics
 
+# a module writes `<split>.<name>.trec` into model.run_dir; the report calls `rerank` "reranker", others by name
+SYSTEM_NAMES = {"rerank": "reranker"}
+
+
+def module_runs(run_dir: Path, split: str) -> dict[str, Path]:
+    """The runs a module wrote for `split` (system name -> path): the reranked run first, then by name."""
+    found = {}
+    for path in sorted(run_dir.glob(f"{split}.*.trec")):
+        name = path.name[len(split) + 1 : -len(".trec")]
+        if name != "first_stage" and "." not in name:  # a dotted name belongs to another split ("dev.x.rerank")
+            found[SYSTEM_NAMES.get(name, name)] = path
+    return dict(sorted(found.items(), key=lambda item: (item[0] != "reranker", item[0])))
+
 
 def report_test_splits(cfg: DictConfig, datamodule, output_dir: Path) -> dict[str, Path]:
     """Write metrics/<split>/metrics.json (system -> metric -> value) and per_query.csv; print a table per split."""
@@ -20,12 +33,13 @@ def report_test_splits(cfg: DictConfig, datamodule, output_dir: Path) -> dict[st
     collection = datamodule.collection
     outputs = {}
     for split in datamodule.test_splits:
-        reranked_path = run_dir / f"{split}.rerank.trec"
-        if not reranked_path.is_file():
+        written = module_runs(run_dir, split)
+        if not written:
             continue
         first_stage = datamodule.first_stage_run(split)
         first_stage_path = write_run(first_stage, run_dir / f"{split}.first_stage.trec", tag="first_stage")
-        runs = {"first_stage": read_run(first_stage_path), "reranker": read_run(reranked_path)}
+        paths = {"first_stage": first_stage_path, **written}
+        runs = {system: read_run(path) for system, path in paths.items()}
         level = (cfg.collection.relevance_levels or {}).get(split, cfg.collection.relevance_level)
         comparison = compare_runs(runs, collection.qrels(split), list(cfg.collection.metrics),
                                   baseline=cfg.report_baseline, relevance_level=level)
@@ -33,8 +47,7 @@ def report_test_splits(cfg: DictConfig, datamodule, output_dir: Path) -> dict[st
         print_table(comparison, console)
         metrics_path, _ = write_metrics(comparison, output_dir / "metrics" / split,
                                         extra_meta={"collection": collection.name, "split": split,
-                                                    "runs": {"first_stage": str(first_stage_path),
-                                                             "reranker": str(reranked_path)}})
+                                                    "runs": {system: str(path) for system, path in paths.items()}})
         console.print(f"metrics: {metrics_path}", highlight=False)
         outputs[f"metrics/{split}"] = metrics_path
     return outputs

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import lightning as L
@@ -33,15 +33,22 @@ def seeded_init(seed: int) -> Iterator[None]:
 
 def configure_optimizers(module: L.LightningModule,
                          optimizer_factory: Callable[..., torch.optim.Optimizer] | None,
-                         scheduler_factory: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None):
-    """What `LightningModule.configure_optimizers` returns: the optimizer, with a per-step scheduler if given."""
+                         scheduler_factory: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None,
+                         params: Iterable[torch.nn.Parameter] | None = None,
+                         num_training_steps: int | None = None):
+    """What `LightningModule.configure_optimizers` returns: the optimizer, with a per-step scheduler if given.
+
+    `params` defaults to every parameter of the module (CODER passes only the query encoder's); a step-based
+    schedule spans `num_training_steps`, by default the whole run (SIR V1/V2 pass one stage's length).
+    """
     if optimizer_factory is None:
         raise ValueError("model.optimizer is not configured")
-    optimizer = optimizer_factory(params=module.parameters())
+    optimizer = optimizer_factory(params=module.parameters() if params is None else params)
     if scheduler_factory is None:
         return optimizer
     # step-based schedules (warmup + decay) need the run's length, known only once the trainer is set up
     needs_length = "num_training_steps" in inspect.signature(scheduler_factory).parameters
-    extra = {"num_training_steps": module.trainer.estimated_stepping_batches} if needs_length else {}
+    steps = module.trainer.estimated_stepping_batches if num_training_steps is None else num_training_steps
+    extra = {"num_training_steps": steps} if needs_length else {}
     scheduler = scheduler_factory(optimizer=optimizer, **extra)
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

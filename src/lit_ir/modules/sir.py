@@ -19,7 +19,6 @@ classifier once training is done). Reranking and evaluation are CrossEncoderModu
 from __future__ import annotations
 
 import copy
-import inspect
 import logging
 import random
 from pathlib import Path
@@ -33,6 +32,7 @@ from lit_ir.errors import InputError
 from lit_ir.models.cross_encoder import CrossEncoder
 from lit_ir.models.sir import CPR_MODES, SEQUENTIAL, STRATEGIES, Levels, level_losses, level_plan, run_levels
 from lit_ir.modules.cross_encoder import CrossEncoderModule
+from lit_ir.modules.shared import configure_optimizers
 
 log = logging.getLogger(__name__)
 INIT_POLICIES = {"v1": "pretrained", "v2": "previous"}
@@ -207,17 +207,10 @@ class SIRModule(CrossEncoderModule):
     def configure_optimizers(self):
         if not self.sequential:
             return super().configure_optimizers()
-        if self.optimizer_factory is None:
-            raise ValueError("model.optimizer is not configured")
         # one stage: its compressor's parameters and a schedule over that stage's steps
-        optimizer = self.optimizer_factory(params=self.ranker.parameters())
-        if self.scheduler_factory is None:
-            return optimizer
-        needs_length = "num_training_steps" in inspect.signature(self.scheduler_factory).parameters
         steps = self.trainer.estimated_stepping_batches * self.hparams.epochs_per_stage // self.trainer.max_epochs
-        extra = {"num_training_steps": steps} if needs_length else {}
-        scheduler = self.scheduler_factory(optimizer=optimizer, **extra)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return configure_optimizers(self, self.optimizer_factory, self.scheduler_factory,
+                                    params=self.ranker.parameters(), num_training_steps=steps)
 
     def export(self, path: str | Path) -> Path:
         """The ranker as a Hugging Face folder (for v1/v2: the classifier once every stage has trained)."""

@@ -1,0 +1,252 @@
+"""CODER (Zerveas et al. 2022): fine-tune a bi-encoder's query encoder against frozen document embeddings.
+
+Each query is scored jointly against its N candidate embeddings (gathered from the document-embedding store by
+row) with `scorer` (default: plain dot product X . g(Z)); the loss is listwise KL with graded labels (or the
+pairwise max-margin ablation). Only the query encoder (and a learnable scorer) train: the document encoder is a
+frozen copy of the base model, kept for export and for the base-model comparison runs.
+
+The embedding matrix lives on the GPU when it fits there, else in pinned CPU memory (`EmbeddingStore.to_tensor`).
+
+Validation reranks the validation split's first-stage candidates and logs the metrics (every
+`trainer.val_check_interval` steps). Test writes, per test split, into `run_dir`:
+
+- `<split>.rerank.trec`: M_F -> CODER, the first-stage candidates reranked by the trained query encoder;
+- `<split>.dense.trec`: CODER as a single-stage dense retriever over a FAISS index of the store (top `dense_k`);
+- with `base_runs=True`, the same two for the untrained base model: `<split>.base_rerank.trec`,
+  `<split>.base_dense.trec` (its query encoder is the frozen document encoder).
+
+`lit_ir.reporting` evaluates every one of them against the first-stage run, with paired t-tests.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch import nn
+
+from lit_ir.data.coder import CandidateBatch
+from lit_ir.data.trec import Run, write_run
+from lit_ir.evaluation import evaluate_run
+from lit_ir.losses import CANDIDATE_LIST_LOSSES
+from lit_ir.models.bi_encoder import BiEncoder
+from lit_ir.models.candidate_scorer import DotProductScorer
+from lit_ir.models.hub import RANDOM_BERT
+from lit_ir.modules.shared import configure_optimizers, seeded_init
+from lit_ir.retrieval.dense import DenseIndex
+from lit_ir.retrieval.encoding import encode_texts
+
+log = logging.getLogger(__name__)
+SCORER_FILE = "scorer.pt"  # a learnable scorer's weights, beside the exported bi-encoder
+
+
+class CoderModule(L.LightningModule):
+    def __init__(
+        self,
+        encoder: Mapping,
+        scorer: Callable[..., nn.Module] | None = None,
+        loss: str = "kl",
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
+        metrics: tuple[str, ...] = ("mrr@10", "ndcg@10"),
+        relevance_level: int = 1,
+        relevance_levels: dict[str, int] | None = None,
+        monitor: str = "mrr@10",
+        run_dir: str | None = None,
+        cache_dir: str | None = None,
+        dense_k: int = 1000,
+        dense_index: Mapping | None = None,
+        base_runs: bool = True,
+        dropout: float | None = None,
+        init_seed: int = 0,
+    ):
+        super().__init__()
+        if loss not in CANDIDATE_LIST_LOSSES:
+            raise ValueError(f"unknown loss {loss!r}; choose one of {sorted(CANDIDATE_LIST_LOSSES)}")
+        if not dict(encoder).get("path"):
+            raise ValueError("model.encoder.path is required (see conf/encoder/)")
+        self.save_hyperparameters(ignore=["optimizer", "scheduler", "scorer"])
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.scorer_factory = scorer or DotProductScorer
+        self.loss_fn = CANDIDATE_LIST_LOSSES[loss]
+        self.model: BiEncoder | None = None
+        self.scorer: nn.Module | None = None
+        self._matrix: torch.Tensor | None = None  # the document embeddings, not a parameter or buffer
+        self._index: DenseIndex | None = None
+        self._eval_outputs: dict[int, list[tuple[torch.Tensor, ...]]] = {}
+
+    # ---- model -------------------------------------------------------------------------------------------------
+    def configure_model(self) -> None:
+        if self.model is not None:
+            return
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        encoder = dict(self.hparams.encoder)
+        vocab_texts = datamodule.vocab_texts() if RANDOM_BERT.match(str(encoder["path"])) and datamodule else None
+        with seeded_init(self.hparams.init_seed):
+            # separate weights: the query copy trains, the document copy stays the base model that made the store
+            self.model = BiEncoder.from_pretrained(**{**encoder, "shared": False}, cache_dir=self.hparams.cache_dir,
+                                                   vocab_texts=vocab_texts)
+            self.scorer = self.scorer_factory(dim=self.model.dim)
+        if self.hparams.dropout is not None:  # every dropout layer of the query encoder (BERT, DistilBERT alike)
+            for layer in self.model.query_encoder.modules():
+                if isinstance(layer, nn.Dropout):
+                    layer.p = self.hparams.dropout
+        self.model.train()  # Hugging Face loads in eval mode; Lightning keeps whatever mode it finds
+        self.model.doc_encoder.requires_grad_(False).eval()
+
+    def base_model(self) -> BiEncoder:
+        """The untrained base model: the frozen document encoder on both sides."""
+        m = self.model
+        return BiEncoder(m.doc_encoder, m.tokenizer, pooling=m.pooling, similarity=m.similarity,
+                         query_max_length=m.query_max_length, doc_max_length=m.doc_max_length, name=m.name)
+
+    def doc_matrix(self) -> torch.Tensor:
+        """The store's embeddings, checked against the document encoder first (InputError for another model or
+        dimension), then placed where gathering is fastest: on this device when it fits, else pinned CPU memory."""
+        if self._matrix is None or (self._matrix.device != self.device and self._matrix.device.type != "cpu"):
+            store = self.trainer.datamodule.store
+            store.check_compatible(self.model.fingerprint())
+            self._matrix = store.to_tensor(self.device)
+            log.info("document embeddings %s on %s", tuple(self._matrix.shape), self._matrix.device)
+        return self._matrix
+
+    def gather(self, rows: torch.Tensor) -> torch.Tensor:
+        """[b, n] store rows -> [b, n, dim] float embeddings on this module's device."""
+        matrix = self.doc_matrix()
+        if matrix.device == self.device:
+            return matrix[rows.to(matrix.device)].float()
+        # the matrix is in pinned CPU memory (too large for the GPU): gather into a pinned buffer, so that the copy
+        # to the GPU is a fast asynchronous one rather than a staged copy from pageable memory
+        flat = rows.detach().cpu().reshape(-1)
+        docs = torch.empty((flat.numel(), matrix.shape[1]), dtype=matrix.dtype, pin_memory=True)
+        torch.index_select(matrix, 0, flat, out=docs)
+        return docs.view(*rows.shape, -1).to(self.device, non_blocking=True).float()
+
+    def score(self, encoder: BiEncoder, batch: CandidateBatch, docs: torch.Tensor | None = None) -> torch.Tensor:
+        """[b, n] scores of the batch's candidates: CODER's query encoder through `scorer`, or (the base model) a
+        plain dot product. `docs`: the gathered embeddings, when already at hand."""
+        docs = self.gather(batch.rows) if docs is None else docs
+        query = encoder.encode_queries(batch.queries)
+        return self.scorer(query, docs, batch.mask) if encoder is self.model else torch.einsum("bd,bnd->bn", query, docs)
+
+    def on_fit_start(self) -> None:
+        self.doc_matrix()  # a mismatched store fails here, before the first step
+
+    def on_test_start(self) -> None:
+        self.doc_matrix()
+
+    # ---- training ----------------------------------------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        self.model.doc_encoder.eval()
+        dataset = self.trainer.train_dataloader.dataset
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(self.current_epoch)
+
+    def training_step(self, batch: CandidateBatch, batch_idx: int) -> torch.Tensor:
+        scores = self.score(self.model, batch)
+        loss = self.loss_fn(scores, batch.labels, batch.mask)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch.queries))
+        return loss
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in [*self.model.query_encoder.parameters(), *self.scorer.parameters()] if p.requires_grad]
+
+    def configure_optimizers(self):
+        return configure_optimizers(self, self.optimizer_factory, self.scheduler_factory,
+                                    params=self.trainable_parameters())
+
+    # ---- reranking ---------------------------------------------------------------------------------------------
+    def _eval_step(self, batch: CandidateBatch, dataloader_idx: int, with_base: bool) -> None:
+        docs = self.gather(batch.rows)
+        outputs = [batch.query_index, batch.rows, batch.mask, self.score(self.model, batch, docs).float()]
+        if with_base:
+            outputs.append(self.score(self.base_model(), batch, docs).float())
+        self._eval_outputs.setdefault(dataloader_idx, []).append(tuple(outputs))
+
+    def validation_step(self, batch: CandidateBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch, dataloader_idx, with_base=False)
+
+    def test_step(self, batch: CandidateBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch, dataloader_idx, with_base=self.hparams.base_runs)
+
+    def _gathered_runs(self, split: str, outputs: list[tuple[torch.Tensor, ...]]) -> list[Run]:
+        """One run per score column (CODER, then the base model), from every rank; lists are padded to the split's
+        depth so that ranks can exchange equal shapes. DDP repeats some queries: they map to the same entries."""
+        depth = self.trainer.datamodule.rerank_depth
+        pad = lambda t: torch.nn.functional.pad(t, (0, depth - t.shape[1]))  # noqa: E731
+        query_index = torch.cat([o[0] for o in outputs])
+        rows, mask = torch.cat([pad(o[1]) for o in outputs]), torch.cat([pad(o[2]) for o in outputs])
+        columns = [torch.cat([pad(o[c]) for o in outputs]) for c in range(3, len(outputs[0]))]
+        if self.trainer.world_size > 1:
+            gather = lambda t: self.all_gather(t).flatten(0, 1)  # noqa: E731
+            query_index, rows, mask, columns = gather(query_index), gather(rows), gather(mask), map(gather, columns)
+        dataset, ids = self.trainer.datamodule.eval_datasets[split], self.trainer.datamodule.store.ids
+        runs = []
+        for scores in columns:
+            run: Run = {}
+            for q, r, m, s in zip(query_index.tolist(), rows.tolist(), mask.tolist(), scores.tolist()):
+                run[dataset.query_ids[q]] = {ids[row]: score for row, keep, score in zip(r, m, s) if keep}
+            runs.append(run)
+        return runs
+
+    def _log_metrics(self, stage: str, split: str, system: str, run: Run) -> None:
+        level = (self.hparams.relevance_levels or {}).get(split, self.hparams.relevance_level)
+        qrels = self.trainer.datamodule.collection.qrels(split)
+        for metric, value in evaluate_run(run, qrels, list(self.hparams.metrics), level).items():
+            if stage == "val":
+                name = f"val/{metric}"
+            else:
+                name = f"test/{split}/{metric}" if system == "rerank" else f"test/{split}/{system}/{metric}"
+            self.log(name, value, prog_bar=stage == "val" and metric == self.hparams.monitor, sync_dist=False,
+                     rank_zero_only=system.endswith("dense"))
+
+    def on_validation_epoch_end(self) -> None:
+        outputs = self._eval_outputs.pop(0, [])
+        if outputs and not self.trainer.sanity_checking:
+            split = self.trainer.datamodule.val_split
+            self._log_metrics("val", split, "rerank", self._gathered_runs(split, outputs)[0])
+        self._eval_outputs.clear()
+
+    def on_test_epoch_end(self) -> None:
+        splits = self.trainer.datamodule.test_splits
+        for dataloader_idx, split in enumerate(splits):
+            outputs = self._eval_outputs.pop(dataloader_idx, [])
+            if not outputs:
+                continue
+            runs = dict(zip(["rerank", "base_rerank"], self._gathered_runs(split, outputs)))
+            if self.trainer.is_global_zero:
+                runs.update(self.dense_runs(split))
+            for system, run in runs.items():
+                if not system.endswith("dense") or self.trainer.is_global_zero:
+                    self._log_metrics("test", split, system, run)
+                if self.hparams.run_dir and self.trainer.is_global_zero:
+                    path = write_run(run, Path(self.hparams.run_dir) / f"{split}.{system}.trec", tag=f"coder-{system}")
+                    log.info("wrote %s", path)
+        self._eval_outputs.clear()
+
+    # ---- single-stage dense retrieval ------------------------------------------------------------------------
+    def dense_runs(self, split: str) -> dict[str, Run]:
+        """CODER's query encoder (and the base model's) searching the whole store with FAISS."""
+        if not isinstance(self.scorer, DotProductScorer):
+            log.warning("model.scorer is not the dot product: the dense run uses the query encoder alone, without "
+                        "the scorer's document transformation (which needs a candidate list)")
+        store = self.trainer.datamodule.store
+        if self._index is None:
+            self._index = DenseIndex.build(store, **dict(self.hparams.dense_index or {}))
+        queries = self.trainer.datamodule.collection.queries(split)
+        query_ids = list(queries)
+        texts = [queries[q] for q in query_ids]
+        encoders = {"dense": self.model, **({"base_dense": self.base_model()} if self.hparams.base_runs else {})}
+        return {name: self._index.search_run(query_ids, encode_texts(encoder, texts, "query"), self.hparams.dense_k)
+                for name, encoder in encoders.items()}
+
+    def export(self, path: str | Path) -> Path:
+        """The trained bi-encoder (query encoder at the top, the base document encoder under doc_encoder/), loadable
+        with BiEncoder.from_pretrained(path); a learnable scorer's weights go to scorer.pt."""
+        path = self.model.save_pretrained(path)
+        if any(True for _ in self.scorer.parameters()):
+            torch.save(self.scorer.state_dict(), path / SCORER_FILE)
+        return path
