@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from hydra.errors import ConfigCompositionException, MissingConfigException
 
 from conftest import TINY_TOY, compose_train
@@ -67,18 +68,30 @@ def test_ddp_spawn_matches_single_process(tmp_path, shared_cache):
     # SGD, not Adam: Adam's normalisation blows float summation-order noise in near-zero gradients up to full steps
     common = ["data.shuffle=false", "model.dropout=0.0", "callbacks=none", "logger=none",
               "model.optimizer._target_=torch.optim.SGD", "model.optimizer.lr=0.1"]
-    single = run(compose_train(tmp_path / "single", shared_cache, [*common, "data.train_batch_size=8"]))
-    ddp = run(compose_train(tmp_path / "ddp", shared_cache, [*common, "data.train_batch_size=4", "trainer=ddp_spawn"]))
-    # the same model: every candidate gets the same score, up to float noise across ranks (measured: < 5e-4 on
-    # scores of ~1e-2 after 4 SGD steps; a bug such as a rank training on other data moves scores by ~1e-1)
-    single_run = read_run(tmp_path / "single" / "runs" / "test.rerank.trec")
-    ddp_run = read_run(tmp_path / "ddp" / "runs" / "test.rerank.trec")
-    assert {q: set(d) for q, d in single_run.items()} == {q: set(d) for q, d in ddp_run.items()}
-    for query_id, docs in single_run.items():
+    outputs = {
+        "untrained": run(compose_train(tmp_path / "untrained", shared_cache, [*common, "train=false"])),
+        "single": run(compose_train(tmp_path / "single", shared_cache, [*common, "data.train_batch_size=8"])),
+        "one_rank": run(compose_train(tmp_path / "one_rank", shared_cache,
+                                      [*common, "data.train_batch_size=8", "trainer=ddp_spawn", "trainer.devices=1"])),
+        "ddp": run(compose_train(tmp_path / "ddp", shared_cache, [*common, "data.train_batch_size=4", "trainer=ddp_spawn"])),
+    }
+    # the launching process gets the weights trained in the spawned ones: it tests and exports them
+    assert all("model" in out for out in outputs.values()), "a run exported no model: its trained weights were lost"
+    weights = {name: torch.cat([w.flatten() for w in CrossEncoder.from_pretrained(out["model"]).state_dict().values()])
+               for name, out in outputs.items()}
+    moved = (weights["ddp"] - weights["untrained"]).norm()
+    # data parallel = one process with the whole batch: the same weights up to float noise, far from the untrained
+    # ones (not merely both barely trained); with one rank or two under ddp_spawn, and without a strategy
+    for other in ("one_rank", "single"):
+        assert (weights["ddp"] - weights[other]).norm() < moved / 1000, other
+
+    runs = {name: read_run(tmp_path / name / "runs" / "test.rerank.trec") for name in outputs}
+    assert {q: set(d) for q, d in runs["single"].items()} == {q: set(d) for q, d in runs["ddp"].items()}
+    for query_id, docs in runs["single"].items():
         for doc_id, score in docs.items():
-            assert ddp_run[query_id][doc_id] == pytest.approx(score, abs=2e-3), (query_id, doc_id)
+            assert runs["ddp"][query_id][doc_id] == pytest.approx(score, abs=1e-5), (query_id, doc_id)
     # hence the same metrics, but for near-ties that such tiny differences may swap
-    single_metrics, ddp_metrics = _metrics(single["metrics/test"]), _metrics(ddp["metrics/test"])
+    single_metrics, ddp_metrics = _metrics(outputs["single"]["metrics/test"]), _metrics(outputs["ddp"]["metrics/test"])
     for metric, value in single_metrics["reranker"].items():
         assert ddp_metrics["reranker"][metric] == pytest.approx(value, abs=0.02), metric
 

@@ -14,6 +14,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from lit_ir.modules.shared import build_model
 from lit_ir.utils.hydra import CONFIG_DIR
 from lit_ir.utils.instantiate import instantiate_group
 from lit_ir.utils.io import atomic_write
@@ -32,6 +33,7 @@ def run(cfg: DictConfig) -> dict[str, Path]:
     # plain containers, not OmegaConf nodes: checkpoints then hold only primitive hyper-parameters
     datamodule = instantiate(cfg.data, _convert_="all")
     module = instantiate(cfg.model, _convert_="all")
+    build_model(module, datamodule)  # here too, not only in the trainer's processes: see build_model
     loggers = instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=instantiate_group(cfg.get("callbacks")), logger=loggers or False)
     for logger in loggers:

@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lit_ir.data.collections import Click, Collection, DocStore, Qrels, Queries
+from lit_ir.data.sampling import train_order
 from lit_ir.data.trec import Run, rank_documents
 from lit_ir.errors import InputError
 from lit_ir.retrieval.bm25 import some_ids
@@ -266,7 +267,8 @@ class ClickDataModule(L.LightningDataModule):
                         self.held_out_fraction)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_dataset, batch_size=self.train_batch_size, shuffle=self.shuffle,
+        return DataLoader(self.train_dataset, batch_size=self.train_batch_size,
+                          **train_order(self.train_dataset, self.shuffle, self.seed),
                           num_workers=self.num_workers, collate_fn=QDPPDataset.collate)
 
     def _held_out_loader(self) -> DataLoader | list:

@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 from lit_ir.data.candidates import CandidateStore
 from lit_ir.data.collections import Collection
 from lit_ir.data.embedding_store import EmbeddingStore
+from lit_ir.data.sampling import train_order
 from lit_ir.data.trec import Run, rank_documents
 from lit_ir.errors import InputError
 from lit_ir.retrieval.bm25 import some_ids
@@ -235,7 +236,7 @@ class CoderDataModule(L.LightningDataModule):
                 self._store = self.embeddings.encode_collection(self.collection)
         return self._store
 
-    def vocab_texts(self) -> list[str]:
+    def sample_texts(self) -> list[str]:
         """The texts a random-bert base model learns its vocabulary from (as DenseFirstStage does)."""
         docs = self.collection.docs()
         return [docs[doc_id] for _, doc_id in zip(range(VOCAB_DOCS), docs)]
@@ -298,7 +299,8 @@ class CoderDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         if self.train_dataset is None:
             raise InputError("no training split is configured (data.train_split)")
-        return DataLoader(self.train_dataset, batch_size=self.train_batch_size, shuffle=self.shuffle,
+        return DataLoader(self.train_dataset, batch_size=self.train_batch_size,
+                          **train_order(self.train_dataset, self.shuffle, self.seed),
                           num_workers=self.num_workers, collate_fn=self.train_dataset.collate,
                           pin_memory=torch.cuda.is_available())
 

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lit_ir.data.collections import Collection, DocStore, Qrels, Queries
+from lit_ir.data.sampling import train_order
 from lit_ir.data.trec import Run, rank_documents
 from lit_ir.errors import InputError
 
@@ -213,7 +214,8 @@ class RerankDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         if self.train_dataset is None:
             raise InputError("no training split is configured (data.train_split)")
-        return DataLoader(self.train_dataset, batch_size=self.train_batch_size, shuffle=self.shuffle,
+        return DataLoader(self.train_dataset, batch_size=self.train_batch_size,
+                          **train_order(self.train_dataset, self.shuffle, self.seed),
                           num_workers=self.num_workers, collate_fn=GroupDataset.collate)
 
     def _pair_loader(self, split: str) -> DataLoader:

@@ -35,7 +35,7 @@ from lit_ir.losses import CANDIDATE_LIST_LOSSES
 from lit_ir.models.bi_encoder import BiEncoder
 from lit_ir.models.candidate_scorer import DotProductScorer
 from lit_ir.models.hub import RANDOM_BERT
-from lit_ir.modules.shared import configure_optimizers, seeded_init
+from lit_ir.modules.shared import attached_datamodule, configure_optimizers, seeded_init
 from lit_ir.retrieval.dense import DenseIndex
 from lit_ir.retrieval.encoding import encode_texts
 
@@ -82,9 +82,9 @@ class CoderModule(L.LightningModule):
     def configure_model(self) -> None:
         if self.model is not None:
             return
-        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        datamodule = attached_datamodule(self)
         encoder = dict(self.hparams.encoder)
-        vocab_texts = datamodule.vocab_texts() if RANDOM_BERT.match(str(encoder["path"])) and datamodule else None
+        vocab_texts = datamodule.sample_texts() if RANDOM_BERT.match(str(encoder["path"])) and datamodule else None
         with seeded_init(self.hparams.init_seed):
             # separate weights: the query copy trains, the document copy stays the base model that made the store
             self.model = BiEncoder.from_pretrained(**{**encoder, "shared": False}, cache_dir=self.hparams.cache_dir,

@@ -13,12 +13,33 @@ import torch
 from lit_ir.models.hub import RANDOM_BERT, resolve_model
 
 
+def build_model(module: L.LightningModule, datamodule: L.LightningDataModule) -> None:
+    """Build `module`'s model now, in the launching process, with `datamodule` at hand for a random-init vocabulary.
+
+    Modules build their model lazily, in `configure_model`, once the DataModule is known. Under ddp_spawn training
+    runs in child processes, and Lightning copies the trained weights back into the launching process's module with
+    `strict=False`: a module that has no model there silently drops them all, then tests and exports the untrained
+    model. Building it here first gives the weights somewhere to land.
+    """
+    module._build_datamodule = datamodule
+    try:
+        module.configure_model()
+    finally:
+        del module._build_datamodule  # not pickled into the spawned processes with the module
+
+
+def attached_datamodule(module: L.LightningModule) -> L.LightningDataModule | None:
+    """The DataModule `module` trains on: the trainer's, or the one `build_model` was given."""
+    if module._trainer is not None and module.trainer.datamodule is not None:
+        return module.trainer.datamodule
+    return getattr(module, "_build_datamodule", None)
+
+
 def resolve_pretrained(module: L.LightningModule) -> Path:
     """`module.hparams.pretrained` as a local model folder. A random-init model (`random-bert-*`) learns its
     vocabulary from the DataModule's `sample_texts()`, which is why modules build their model in configure_model."""
-    vocab_texts = None
-    if RANDOM_BERT.match(module.hparams.pretrained) and module._trainer is not None and module.trainer.datamodule:
-        vocab_texts = module.trainer.datamodule.sample_texts()
+    datamodule = attached_datamodule(module)
+    vocab_texts = datamodule.sample_texts() if RANDOM_BERT.match(module.hparams.pretrained) and datamodule else None
     return resolve_model(module.hparams.pretrained, cache_dir=module.hparams.cache_dir, vocab_texts=vocab_texts)
 
 
