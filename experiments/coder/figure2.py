@@ -68,7 +68,7 @@ def collect(folders: list[Path], split: str, metric: str) -> tuple[pd.DataFrame,
         rows.append({"setting": label, "num_candidates": config["data"]["num_candidates"],
                      f"base {metric}": systems.get("base_rerank", {}).get(metric),
                      f"CODER rerank {metric}": systems["reranker"][metric],
-                     f"p vs base": p_vs_base(folder, split, metric),
+                     "p vs base": p_vs_base(folder, split, metric),
                      f"CODER dense {metric}": systems.get("dense", {}).get(metric),
                      "run": str(folder)})
         log = folder / "csv" / "metrics.csv"

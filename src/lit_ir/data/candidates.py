@@ -23,8 +23,7 @@ import numpy as np
 from lit_ir.data.embedding_store import EmbeddingStore, open_matrix, read_ids, read_sidecar
 from lit_ir.data.trec import Run, rank_documents
 from lit_ir.errors import InputError
-from lit_ir.retrieval.bm25 import _replace_dir
-from lit_ir.utils.io import write_json
+from lit_ir.utils.io import replace_dir, write_json
 
 FORMAT = "lit_ir.candidates/1"
 SIDECAR_FILE = "candidates.json"
@@ -88,7 +87,7 @@ class CandidateStore:
             scores.tofile(staging / SCORES_FILE)
             (staging / QUERY_IDS_FILE).write_text("".join(f"{qid}\n" for qid in run), encoding="utf-8")
             write_json(meta, staging / SIDECAR_FILE)  # last: a folder with a sidecar is complete
-            _replace_dir(staging, path)
+            replace_dir(staging, path)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise

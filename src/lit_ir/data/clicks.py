@@ -29,8 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 from lit_ir.data.collections import Click, Collection, DocStore, Qrels, Queries
 from lit_ir.data.sampling import train_order
 from lit_ir.data.trec import Run, rank_documents
-from lit_ir.errors import InputError
-from lit_ir.retrieval.bm25 import some_ids
+from lit_ir.errors import InputError, some_ids
 
 log = logging.getLogger(__name__)
 FirstStage = Callable[[Collection, str], Run]

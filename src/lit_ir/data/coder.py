@@ -33,8 +33,7 @@ from lit_ir.data.collections import Collection
 from lit_ir.data.embedding_store import EmbeddingStore
 from lit_ir.data.sampling import train_order
 from lit_ir.data.trec import Run, rank_documents
-from lit_ir.errors import InputError
-from lit_ir.retrieval.bm25 import some_ids
+from lit_ir.errors import InputError, some_ids
 from lit_ir.retrieval.dense import VOCAB_DOCS, DenseFirstStage
 from lit_ir.retrieval.first_stage import _fingerprint, _hash, _safe_name
 

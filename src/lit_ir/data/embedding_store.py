@@ -27,8 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lit_ir.errors import InputError
-from lit_ir.retrieval.bm25 import _check_doc_ids, some_ids
+from lit_ir.errors import InputError, check_doc_ids, some_ids
 from lit_ir.retrieval.first_stage import _fingerprint
 from lit_ir.utils.io import write_json
 
@@ -326,7 +325,7 @@ def _torch_dtype(dtype: np.dtype) -> torch.dtype:
 
 
 def _check_ids(ids: list[str]) -> None:
-    _check_doc_ids(ids)  # none, duplicates
+    check_doc_ids(ids, "an embedding store")
     bad = [doc_id for doc_id in ids if not doc_id or "\n" in doc_id or "\r" in doc_id]
     if bad:  # one id per line in ids.txt
         raise InputError(f"{len(bad)} doc ids are empty or contain a line break: {some_ids(bad)}")

@@ -17,7 +17,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import count, filterfalse
 from pathlib import Path
@@ -28,8 +28,8 @@ import numpy as np
 import Stemmer
 
 from lit_ir.data.trec import Run
-from lit_ir.errors import InputError
-from lit_ir.utils.io import write_json
+from lit_ir.errors import InputError, check_doc_ids, some_ids
+from lit_ir.utils.io import replace_dir, write_json
 
 log = logging.getLogger(__name__)
 # bm25s sets its logger to DEBUG, which lets its debug messages through whatever level the application chose.
@@ -117,7 +117,7 @@ class BM25Index:
         if method not in SUPPORTED_METHODS:
             raise ValueError(f"BM25 method {method!r} is not supported; use one of {SUPPORTED_METHODS}")
         doc_ids = list(doc_ids)
-        _check_doc_ids(doc_ids)
+        check_doc_ids(doc_ids, "a BM25 index")
         analyzer = Analyzer(stemmer, stopwords)
         # Terms get ids in order of first occurrence, one document at a time, so the term strings of the whole
         # collection are never held at once; the lists share the dict's int objects (8 bytes per occurrence).
@@ -202,7 +202,7 @@ class BM25Index:
                 "bm25s_version": bm25s.__version__,
             }
             write_json(sidecar, tmp / SIDECAR_FILE)
-            _replace_dir(tmp, directory)
+            replace_dir(tmp, directory)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -227,14 +227,6 @@ class BM25Index:
         return cls(bm25, doc_ids, Analyzer(sidecar["stemmer"], sidecar["stopwords"]))
 
 
-def _check_doc_ids(doc_ids: list[str]) -> None:
-    if not doc_ids:
-        raise InputError("cannot build a BM25 index of an empty collection")
-    if len(set(doc_ids)) != len(doc_ids):
-        duplicates = [doc_id for doc_id, n in Counter(doc_ids).items() if n > 1]
-        raise InputError(f"{len(duplicates)} duplicate document ids: {some_ids(duplicates)}")
-
-
 def _warn_unmatched(query_ids: list[str], num_queries: int) -> None:
     if query_ids:
         log.warning(
@@ -246,25 +238,9 @@ def _warn_unmatched(query_ids: list[str], num_queries: int) -> None:
         )
 
 
-def some_ids(ids: Sequence[str], limit: int = 10) -> str:
-    """The first `limit` ids for a log or error message."""
-    return ", ".join(map(repr, ids[:limit])) + (", ..." if len(ids) > limit else "")
-
-
 def _choose_backend(backend: Backend, work: int) -> str:
     if backend == "auto":
         return "numba" if work >= NUMBA_MIN_WORK else "numpy"
     if backend not in ("numpy", "numba"):
         raise ValueError(f"unknown backend {backend!r}; expected 'auto', 'numpy' or 'numba'")
     return backend
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Rename `new` to `target`; an existing `target` is moved aside first and removed only after."""
-    if not target.exists():
-        os.replace(new, target)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
-    os.replace(target, old / target.name)
-    os.replace(new, target)
-    shutil.rmtree(old)

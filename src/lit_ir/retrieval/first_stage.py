@@ -18,8 +18,8 @@ from pathlib import Path
 
 from lit_ir.data.collections import Collection
 from lit_ir.data.trec import Run, rank_documents, read_run, write_run
-from lit_ir.errors import InputError
-from lit_ir.retrieval.bm25 import SIDECAR_FILE, Analyzer, BM25Index, some_ids
+from lit_ir.errors import InputError, some_ids
+from lit_ir.retrieval.bm25 import SIDECAR_FILE, Analyzer, BM25Index
 
 log = logging.getLogger(__name__)
 

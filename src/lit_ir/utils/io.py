@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import IO, Iterator
@@ -35,3 +36,14 @@ def write_json(obj, path: str | os.PathLike) -> Path:
         json.dump(obj, handle, indent=2, sort_keys=False)
         handle.write("\n")
     return Path(path)
+
+
+def replace_dir(new: Path, target: Path) -> None:
+    """Rename the folder `new` to `target`; an existing `target` is moved aside first and removed only after."""
+    if not target.exists():
+        os.replace(new, target)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+    os.replace(target, old / target.name)
+    os.replace(new, target)
+    shutil.rmtree(old)
