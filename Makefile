@@ -94,7 +94,7 @@ bench-sir-paper: install
 		--chunk-size 22 --checkpointing on --steps 1
 
 ## coarse-tuning: MLM + Query-Document Pair Prediction on click logs, then fine-tuning (experiments/coarse_tuning/)
-.PHONY: coarse-toy coarse-cranfield coarse-ablations-cranfield coarse-query-prediction coarse-sweep-rate coarse-sweep-epochs coarse-robust04 coarse-trec-covid coarse-trec-dl
+.PHONY: coarse-toy coarse-cranfield coarse-cranfield-minilm coarse-ablations-cranfield coarse-query-prediction coarse-sweep-rate coarse-sweep-epochs coarse-robust04 coarse-trec-covid coarse-trec-dl
 COARSE_OUT ?= logs/coarse_tuning
 COARSE_PRETRAINED ?= bert-tiny-mlm
 COARSE_TARGET ?= cranfield
@@ -111,6 +111,14 @@ coarse-toy: install
 # real data: fine-tune only vs coarse-tune + fine-tune on Cranfield (clicks.tsv), 5-fold CV, paired t-tests
 coarse-cranfield: install-bench
 	$(COARSE) compare --target cranfield --pretrained $(COARSE_PRETRAINED) --systems fine_only,coarse --out $(COARSE_OUT)/cranfield-$(COARSE_PRETRAINED)
+
+# the same for MiniLM with a new MLM head, sized for 2 CPU cores (1 rotation, 128 tokens, 1 epoch per stage)
+coarse-cranfield-minilm: install-bench
+	$(COARSE) compare --target cranfield --pretrained minilm --systems fine_only,coarse --folds 1 \
+		--out $(COARSE_OUT)/cranfield-minilm \
+		--coarse model.max_length=128 --coarse trainer.max_epochs=1 --coarse model.optimizer.lr=5e-5 \
+		--finetune model.max_length=128 --finetune data.rerank_depth=30 --finetune data.first_stage.k=30 \
+		--finetune data.num_negatives=1 --finetune trainer.max_epochs=1 --finetune model.optimizer.lr=3e-5
 
 # the same with the MLM-only and QDPP-only ablations (reuses the finished stages of coarse-cranfield)
 coarse-ablations-cranfield: install-bench
