@@ -65,9 +65,14 @@ class CrossEncoderModule(L.LightningModule):
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.pair_tokenizer = PairTokenizer(self.tokenizer, self.hparams.max_query_length, self.hparams.max_length)
 
+    @property
+    def ranker(self) -> CrossEncoder:
+        """The model that reranks and is exported (SIR V1/V2: the current stage's compressor)."""
+        return self.model
+
     def score(self, queries: list[str], docs: list[str]) -> torch.Tensor:
         inputs = {key: value.to(self.device) for key, value in self.pair_tokenizer(queries, docs).items()}
-        return self.model(**inputs)
+        return self.ranker(**inputs)
 
     # ---- training ----------------------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
@@ -143,6 +148,6 @@ class CrossEncoderModule(L.LightningModule):
     def export(self, path: str | Path) -> Path:
         """Write a Hugging Face folder (model + tokenizer + score head) that `pretrained=<path>` loads again."""
         path = Path(path)
-        self.model.save_pretrained(path)
+        self.ranker.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
         return path

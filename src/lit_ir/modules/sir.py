@@ -21,7 +21,6 @@ from __future__ import annotations
 import copy
 import logging
 import random
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -211,10 +210,3 @@ class SIRModule(CrossEncoderModule):
         steps = self.trainer.estimated_stepping_batches * self.hparams.epochs_per_stage // self.trainer.max_epochs
         return configure_optimizers(self, self.optimizer_factory, self.scheduler_factory,
                                     params=self.ranker.parameters(), num_training_steps=steps)
-
-    def export(self, path: str | Path) -> Path:
-        """The ranker as a Hugging Face folder (for v1/v2: the classifier once every stage has trained)."""
-        path = Path(path)
-        self.ranker.save_pretrained(path)
-        self.tokenizer.save_pretrained(path)
-        return path
