@@ -16,17 +16,19 @@ import ir_datasets  # noqa: E402
 import pytest  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import get_class, instantiate  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
 from ir_datasets.datasets.msmarco_document import MsMarcoDocument  # noqa: E402
 from ir_datasets.datasets.base import Dataset  # noqa: E402
 from ir_datasets.formats import GenericDoc, TitleUrlTextDoc, TrecQrels, TsvDocs, TsvQueries  # noqa: E402
 from ir_datasets.util import LocalDownload  # noqa: E402
 
-from lit_ir.data.collections import BeirCollection, Click  # noqa: E402
+from lit_ir.data.collections import BeirCollection, Click, check_validation_disjoint  # noqa: E402
 from lit_ir.data.ir_datasets_collection import IrDatasetsCollection, doc_text, register_local_dataset  # noqa: E402
 from lit_ir.data.tsv_collection import TsvCollection  # noqa: E402
 from lit_ir.errors import CollectionUnavailableError, InputError  # noqa: E402
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = REPO_ROOT / "conf"
 
 
 def write(path: Path, text: str) -> Path:
@@ -70,6 +72,29 @@ def test_beir_reads_docs_queries_and_qrels_per_split(beir_dir: Path):
     assert collection.queries("train") == {"q1": "wing lift"}
     assert collection.queries("dev") == {"q2": "nozzle"}
     assert collection.qrels("train") == {"q1": {"d1": 2, "d3": 0}}
+
+
+def test_beir_held_out_validation_is_a_disjoint_seeded_sample_of_train(tmp_path: Path):
+    ids = [f"q{index}" for index in range(30)]
+    write(tmp_path / "corpus.jsonl", jsonl({"_id": "d1", "text": "a doc"}))
+    write(tmp_path / "queries.jsonl", jsonl(*({"_id": query_id, "text": f"query {query_id}"} for query_id in ids)))
+    write(tmp_path / "qrels" / "train.tsv", "".join(f"{query_id}\td1\t1\n" for query_id in ids[:20]))
+    write(tmp_path / "qrels" / "dev.tsv", "".join(f"{query_id}\td1\t1\n" for query_id in ids[20:]))
+    collection = BeirCollection(tmp_path, held_out={"split": "train", "size": 5, "seed": 3})
+    assert collection.splits() == ["dev", "train", "train_fit", "train_val"]
+    fit, val = set(collection.queries("train_fit")), set(collection.queries("train_val"))
+    assert len(val) == 5 and len(fit) == 15 and not fit & val and fit | val == set(ids[:20])
+    assert collection.qrels("train_val") == {query_id: {"d1": 1} for query_id in val}
+    # the same seed draws the same queries; another seed draws others
+    assert set(BeirCollection(tmp_path, held_out={"split": "train", "size": 5, "seed": 3}).queries("train_val")) == val
+    assert set(BeirCollection(tmp_path, held_out={"split": "train", "size": 5, "seed": 4}).queries("train_val")) != val
+    check_validation_disjoint(collection, "train_val", ["dev"])
+    with pytest.raises(InputError, match=r"'train_val' shares 5 queries with the test split 'train'"):
+        check_validation_disjoint(collection, "train_val", ["dev", "train"])
+    with pytest.raises(InputError, match="held_out.size must be between 1 and 19"):
+        BeirCollection(tmp_path, held_out={"split": "train", "size": 20}).queries("train_val")
+    with pytest.raises(InputError, match="held_out.split 'nope'"):
+        BeirCollection(tmp_path, held_out={"split": "nope", "size": 2}).splits()
 
 
 def test_beir_unknown_ids_and_splits_are_named(beir_dir: Path):
@@ -337,7 +362,14 @@ def test_collection_config_composes_and_names_existing_splits(name: str):
     assert config.metrics and config.test_splits
     source_class = get_class(config.source._target_)
     if source_class is not IrDatasetsCollection:
-        return  # local folders: their paths are the user's (???) or come from the paths group
+        shared = REPO_ROOT.parent / "shared"
+        if "${paths.shared_dir}" in OmegaConf.to_container(config.source).get("path", "") and shared.is_dir():
+            # the real offline collections: their splits exist and validation never sees a reported query
+            source = OmegaConf.to_container(config.source)
+            source["path"] = source["path"].replace("${paths.shared_dir}", str(shared))
+            collection = instantiate(source)
+            check_validation_disjoint(collection, config.val_split, list(config.test_splits))
+        return  # other local folders: their paths are the user's (???)
     collection = instantiate(config.source)  # resolves every ir_datasets id; downloads nothing
     evaluated = [*split_names(config.train_split), *split_names(config.val_split), *config.test_splits]
     for split in [*evaluated, *config.relevance_levels]:

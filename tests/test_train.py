@@ -15,6 +15,7 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 
 from conftest import TINY_TOY, compose_train
 from lit_ir.data.trec import read_run
+from lit_ir.errors import InputError
 from lit_ir.models.cross_encoder import CrossEncoder
 from lit_ir.train import run
 
@@ -101,6 +102,13 @@ def test_wrong_config_key_or_group_fails_clearly(tmp_path, shared_cache):
         compose_train(tmp_path, shared_cache, ["model.no_such_key=1"])
     with pytest.raises(MissingConfigException, match="no_such_collection"):
         compose_train(tmp_path, shared_cache, ["collection=no_such_collection"])
+
+
+def test_validating_on_a_test_split_is_refused_unless_allowed(tmp_path, shared_cache):
+    cfg = compose_train(tmp_path, shared_cache, ["collection.val_split=test", "collection.test_splits=[test]"])
+    with pytest.raises(InputError, match=r"validation split 'test' shares 8 queries with the test split 'test'"):
+        run(cfg)
+    assert not (tmp_path / "checkpoints").exists()  # refused before any training
 
 
 def test_multirun_sweep(tmp_path, shared_cache):

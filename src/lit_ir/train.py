@@ -14,6 +14,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from lit_ir.data.collections import check_validation_disjoint
 from lit_ir.modules.shared import build_model
 from lit_ir.utils.hydra import CONFIG_DIR
 from lit_ir.utils.instantiate import instantiate_group
@@ -32,6 +33,9 @@ def run(cfg: DictConfig) -> dict[str, Path]:
 
     # plain containers, not OmegaConf nodes: checkpoints then hold only primitive hyper-parameters
     datamodule = instantiate(cfg.data, _convert_="all")
+    if cfg.train and not cfg.allow_validation_on_test and hasattr(datamodule, "collection"):
+        check_validation_disjoint(datamodule.collection, getattr(datamodule, "val_split", None),
+                                  getattr(datamodule, "test_splits", []))
     module = instantiate(cfg.model, _convert_="all")
     build_model(module, datamodule)  # here too, not only in the trainer's processes: see build_model
     loggers = instantiate_group(cfg.get("logger"))

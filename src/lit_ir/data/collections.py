@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import random
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -110,14 +111,20 @@ class BeirCollection(Collection):
 
     Queries of a split are the queries that have qrels in that split. Every qrels id is checked against the corpus
     and the queries file, so a typo fails here, naming the file.
+
+    `held_out={"split": "train", "size": 20, "seed": 0}` adds two splits, `train_fit` and `train_val`: a seeded
+    sample of `size` training queries to select checkpoints on, and the rest to train on. Folders whose only
+    other split is the one reported on (Cranfield's and SciFact's dev) then never select models on it.
     """
 
-    def __init__(self, path: str | Path, name: str | None = None, clicks_file: str = "clicks.tsv"):
+    def __init__(self, path: str | Path, name: str | None = None, clicks_file: str = "clicks.tsv",
+                 held_out: Mapping | None = None):
         self.path = Path(path)
         self.name = name or self.path.name
         if not (self.path / "corpus.jsonl").is_file():
             raise InputError(f"{self.path}: not a BEIR folder (corpus.jsonl is missing)")
         self._clicks_path = self.path / clicks_file
+        self.held_out = HeldOut(**held_out) if held_out else None
 
     @cached_property
     def _docs(self) -> DocStore:
@@ -146,11 +153,26 @@ class BeirCollection(Collection):
     def docs(self) -> DocStore:
         return self._docs
 
-    def splits(self) -> list[str]:
+    def _file_splits(self) -> list[str]:
         return sorted(p.stem for p in (self.path / "qrels").glob("*.tsv"))
+
+    def splits(self) -> list[str]:
+        files = self._file_splits()
+        if self.held_out is None:
+            return files
+        if self.held_out.split not in files:
+            raise InputError(f"collection {self.name}: held_out.split {self.held_out.split!r} is not one of its "
+                             f"splits {files}")
+        clashes = sorted(set(self.held_out.names) & set(files))
+        if clashes:
+            raise InputError(f"{self.path}/qrels: the files {clashes} clash with the held-out split names")
+        return sorted([*files, *self.held_out.names])
 
     def qrels(self, split: str) -> Qrels:
         self._check_split(split)
+        if self.held_out is not None and split in self.held_out.names:
+            source = self.qrels(self.held_out.split)
+            return {query_id: source[query_id] for query_id in self.held_out.select(split, source)}
         path = self.path / "qrels" / f"{split}.tsv"
         return check_qrels_ids(read_qrels(path), path, self._all_queries, self.path / "queries.jsonl",
                                self.docs(), self.path / "corpus.jsonl")
@@ -162,6 +184,45 @@ class BeirCollection(Collection):
         if not self._clicks_path.is_file():
             raise InputError(f"collection {self.name} has no click log ({self._clicks_path} is missing)")
         yield from read_clicks(self._clicks_path)
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """`size` queries of `split`, drawn by a seeded shuffle of the sorted ids, held out as `<split>_val`; the rest
+    is `<split>_fit`. The draw depends only on (seed, the split's query ids), not on file order."""
+
+    split: str
+    size: int
+    seed: int = 0
+
+    @property
+    def names(self) -> tuple[str, str]:
+        return f"{self.split}_fit", f"{self.split}_val"
+
+    def select(self, name: str, qrels: Qrels) -> list[str]:
+        order = sorted(qrels)
+        if not 0 < self.size < len(order):
+            raise InputError(f"held_out.size must be between 1 and {len(order) - 1} (split {self.split!r} has "
+                             f"{len(order)} judged queries), got {self.size}")
+        random.Random(self.seed).shuffle(order)
+        held = set(order[: self.size])
+        keep = name == self.names[1]
+        return [query_id for query_id in sorted(qrels) if (query_id in held) == keep]
+
+
+def check_validation_disjoint(collection: Collection, val_split: str | None, test_splits: list[str]) -> None:
+    """Checkpoints are selected on `val_split`: none of its queries may be in a split the run reports on."""
+    if not val_split:
+        return
+    val_queries = set(collection.queries(val_split))
+    for split in test_splits:
+        shared = sorted(val_queries & set(collection.queries(split))) if split != val_split else sorted(val_queries)
+        if shared:
+            raise InputError(
+                f"collection {collection.name}: the validation split {val_split!r} shares {len(shared)} queries with "
+                f"the test split {split!r} (e.g. {shared[0]!r}), so checkpoints would be selected on test queries. "
+                f"Validate on a split of its own (collection.val_split=...), or set allow_validation_on_test=true "
+                f"to accept a development result")
 
 
 def check_qrels_ids(qrels: Qrels, path, queries: Mapping[str, str], queries_source, docs: Mapping[str, str],
