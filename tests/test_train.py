@@ -106,7 +106,10 @@ def test_wrong_config_key_or_group_fails_clearly(tmp_path, shared_cache):
 
 def test_validating_on_a_test_split_is_refused_unless_allowed(tmp_path, shared_cache):
     cfg = compose_train(tmp_path, shared_cache, ["collection.val_split=test", "collection.test_splits=[test]"])
-    with pytest.raises(InputError, match=r"validation split 'test' shares 8 queries with the test split 'test'"):
+    with pytest.raises(InputError, match=r"validation split 'test' is also a test split"):
+        run(cfg)
+    cfg = compose_train(tmp_path, shared_cache, ["collection.val_split=dev", "collection.test_splits=[test,dev]"])
+    with pytest.raises(InputError, match=r"validation split 'dev' is also a test split"):
         run(cfg)
     assert not (tmp_path / "checkpoints").exists()  # refused before any training
 

@@ -214,15 +214,17 @@ def check_validation_disjoint(collection: Collection, val_split: str | None, tes
     """Checkpoints are selected on `val_split`: none of its queries may be in a split the run reports on."""
     if not val_split:
         return
+    advice = ("so checkpoints would be selected on test queries. Validate on a split of its own "
+              "(collection.val_split=...), or set allow_validation_on_test=true to accept a development result")
+    if val_split in test_splits:  # said before any (possibly remote) query set is loaded
+        raise InputError(f"collection {collection.name}: the validation split {val_split!r} is also a test split, "
+                         f"{advice}")
     val_queries = set(collection.queries(val_split))
     for split in test_splits:
-        shared = sorted(val_queries & set(collection.queries(split))) if split != val_split else sorted(val_queries)
+        shared = sorted(val_queries & set(collection.queries(split)))
         if shared:
-            raise InputError(
-                f"collection {collection.name}: the validation split {val_split!r} shares {len(shared)} queries with "
-                f"the test split {split!r} (e.g. {shared[0]!r}), so checkpoints would be selected on test queries. "
-                f"Validate on a split of its own (collection.val_split=...), or set allow_validation_on_test=true "
-                f"to accept a development result")
+            raise InputError(f"collection {collection.name}: the validation split {val_split!r} shares "
+                             f"{len(shared)} queries with the test split {split!r} (e.g. {shared[0]!r}), {advice}")
 
 
 def check_qrels_ids(qrels: Qrels, path, queries: Mapping[str, str], queries_source, docs: Mapping[str, str],
