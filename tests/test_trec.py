@@ -98,3 +98,24 @@ def test_malformed_line_names_file_line_number_and_line(tmp_path, reader, text, 
 def test_unknown_qrels_format_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="unknown qrels format"):
         read_qrels(write_text(tmp_path, "q.txt", "q1 0 d1 1\n"), format="csv")
+
+
+def test_header_less_beir_qrels_keep_a_first_line_with_a_decimal_grade(tmp_path):
+    # pandas and other tools write integral grades as "2.0"; such a first line is data, not a header
+    path = write_text(tmp_path, "dev.tsv", "q1\td1\t2.0\nq1\td2\t0\nq2\td3\t1.0\n")
+    assert read_qrels(path) == {"q1": {"d1": 2, "d2": 0}, "q2": {"d3": 1}}
+    assert read_qrels(write_text(tmp_path, "dev.trec", "q1 0 d1 2.0\n")) == {"q1": {"d1": 2}}
+
+
+@pytest.mark.parametrize("header", ["query-id\tcorpus-id\tscore", "qid\tdocid\trelevance", "Query_ID\tDoc_ID\tGrade"])
+def test_known_qrels_headers_are_skipped(tmp_path, header):
+    assert read_qrels(write_text(tmp_path, "q.tsv", f"{header}\nq1\td1\t1\n")) == {"q1": {"d1": 1}}
+
+
+def test_a_first_line_that_is_neither_data_nor_a_known_header_is_an_error(tmp_path):
+    path = write_text(tmp_path, "q.tsv", "q1\td1\thigh\nq1\td2\t1\n")
+    with pytest.raises(InputError, match=rf"{path}:1: grade 'high' is not an integer"):
+        read_qrels(path)
+    path = write_text(tmp_path, "q.tsv", "q1\td1\t2.5\n")
+    with pytest.raises(InputError, match=rf"{path}:1: grade '2.5' is not an integer"):
+        read_qrels(path)

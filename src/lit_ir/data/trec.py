@@ -2,7 +2,10 @@
 
 Run file line:   ``qid Q0 docid rank score tag``   (whitespace separated)
 TREC qrels line: ``qid iter docid grade``          (whitespace separated)
-BEIR qrels TSV:  ``query-id<TAB>corpus-id<TAB>score`` after a header line
+BEIR qrels TSV:  ``query-id<TAB>corpus-id<TAB>score``, usually after a header line
+
+A grade is an integer; an integral decimal (``2.0``, as pandas writes grades) reads as that integer, any other
+value (``2.5``, ``high``) is an error.
 
 Every malformed line raises `InputError` naming the file, the 1-based line number and the line itself.
 Blank lines are skipped. An empty file reads as ``{}``; callers decide whether that is an error.
@@ -10,6 +13,7 @@ Blank lines are skipped. An empty file reads as ``{}``; callers decide whether t
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Iterator
@@ -22,6 +26,13 @@ from lit_ir.utils.io import atomic_write
 Run = dict[str, dict[str, float]]
 Qrels = dict[str, dict[str, int]]
 QrelsFormat = Literal["auto", "trec", "beir"]
+# Column names a qrels header may use (lower case): BEIR's `query-id corpus-id score` and common variants. Only a
+# first line made of such names is a header; any other first line is data, so a grade like "2.0" is never lost.
+HEADER_NAMES = (
+    {"query-id", "query_id", "queryid", "qid", "query", "topic", "topic_id"},
+    {"corpus-id", "corpus_id", "doc-id", "doc_id", "docid", "docno", "doc", "document", "pid", "passage_id"},
+    {"score", "relevance", "rel", "grade", "label", "judgment", "judgement"},
+)
 
 
 def rank_documents(docs: dict[str, float]) -> list[tuple[str, float]]:
@@ -53,7 +64,7 @@ def read_qrels(path: str | os.PathLike, format: QrelsFormat = "auto") -> Qrels:
     """Read qrels into {query id: {doc id: grade}}.
 
     format="auto" picks "beir" when the first non-blank line has 3 tab-separated fields and "trec" otherwise.
-    A BEIR file's first line is taken as its header when its score field is not an integer.
+    A BEIR file's first line is its header when its three fields are known column names (`HEADER_NAMES`).
     """
     if format not in ("auto", "trec", "beir"):
         raise ValueError(f"unknown qrels format {format!r}; expected 'auto', 'trec' or 'beir'")
@@ -68,12 +79,12 @@ def read_qrels(path: str | os.PathLike, format: QrelsFormat = "auto") -> Qrels:
         if len(fields) != columns:
             _fail(path, number, line, f"expected {columns} columns '{layout}', got {len(fields)}")
         qid, docid, grade = fields[id_columns[0]], fields[id_columns[1]], fields[-1]
-        if format == "beir" and index == 0 and not _is_int(grade):
-            continue  # the header line
+        if format == "beir" and index == 0 and _is_header(fields):
+            continue
         docs = qrels.setdefault(qid, {})
         if docid in docs:
             _fail_duplicate(path, number, line, qid, docid, id_columns, sep)
-        docs[docid] = _parse_int(grade, "grade", path, number, line)
+        docs[docid] = _parse_grade(grade, path, number, line)
     return qrels
 
 
@@ -131,12 +142,20 @@ def _fail_duplicate(
     _fail(path, number, line, f"duplicate (query id, doc id) ({qid!r}, {docid!r}), first on line {first}")
 
 
-def _is_int(text: str) -> bool:
+def _is_header(fields: list[str]) -> bool:
+    return all(field.lower() in names for field, names in zip(fields, HEADER_NAMES, strict=True))
+
+
+def _parse_grade(text: str, path, number: int, line: str) -> int:
     try:
-        int(text)
+        return int(text)
     except ValueError:
-        return False
-    return True
+        pass
+    with contextlib.suppress(ValueError):
+        value = float(text)
+        if value.is_integer():
+            return int(value)
+    _fail(path, number, line, f"grade {text!r} is not an integer")
 
 
 def _parse_int(text: str, what: str, path, number: int, line: str) -> int:
