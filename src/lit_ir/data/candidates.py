@@ -14,8 +14,6 @@ The store is written beside its final name and renamed, so it is either whole or
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +21,7 @@ import numpy as np
 from lit_ir.data.embedding_store import EmbeddingStore, open_matrix, read_ids, read_sidecar
 from lit_ir.data.trec import Run, rank_documents
 from lit_ir.errors import InputError
-from lit_ir.utils.io import replace_dir, write_json
+from lit_ir.utils.io import atomic_dir, write_json
 
 FORMAT = "lit_ir.candidates/1"
 SIDECAR_FILE = "candidates.json"
@@ -80,17 +78,11 @@ class CandidateStore:
                 "embedding_store": str(store.path), "store_ids_digest": store.meta["ids_digest"],
                 "store_fingerprint": store.fingerprint,
                 "candidates_per_query": {"min": int((rows >= 0).sum(1).min()), "max": int((rows >= 0).sum(1).max())}}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-        try:
+        with atomic_dir(path) as staging:
             rows.tofile(staging / ROWS_FILE)
             scores.tofile(staging / SCORES_FILE)
             (staging / QUERY_IDS_FILE).write_text("".join(f"{qid}\n" for qid in run), encoding="utf-8")
             write_json(meta, staging / SIDECAR_FILE)  # last: a folder with a sidecar is complete
-            replace_dir(staging, path)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         return cls.open(path, store)
 
     @classmethod

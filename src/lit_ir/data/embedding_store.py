@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,7 +28,7 @@ import torch
 
 from lit_ir.errors import InputError, check_doc_ids, some_ids
 from lit_ir.retrieval.first_stage import _fingerprint
-from lit_ir.utils.io import write_json
+from lit_ir.utils.io import fsync_tree, make_temp_dir, replace_dir, write_json
 
 log = logging.getLogger(__name__)
 
@@ -241,12 +240,13 @@ class EmbeddingStoreWriter:
         if not self.partial.is_dir():
             _check_ids(self.ids)
             self.partial.parent.mkdir(parents=True, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(prefix=f".{self.partial.name}.", dir=self.partial.parent))
+            staging = make_temp_dir(self.partial.parent, prefix=f".{self.partial.name}.")
             try:
                 (staging / IDS_FILE).write_text("".join(f"{doc_id}\n" for doc_id in self.ids), encoding="utf-8")
                 with open(staging / EMBEDDINGS_FILE, "wb") as handle:  # sparse: costs no disk until written
                     handle.truncate(len(self.ids) * self.dim * self.dtype.itemsize)
                 write_json(self.plan, staging / PLAN_FILE)
+                fsync_tree(staging)
                 with contextlib.suppress(OSError):  # another rank created it first: use theirs (checked below)
                     os.rename(staging, self.partial)
             finally:
@@ -300,13 +300,7 @@ class EmbeddingStoreWriter:
         for progress in self.partial.glob("progress-*.json"):
             progress.unlink()
         (self.partial / PLAN_FILE).unlink()
-        if self.path.exists():  # overwrite=True: move the old store aside, remove it once the new one is in place
-            old = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".old", dir=self.path.parent))
-            os.replace(self.path, old / self.path.name)
-            os.replace(self.partial, self.path)
-            shutil.rmtree(old)
-        else:
-            os.replace(self.partial, self.path)
+        replace_dir(self.partial, self.path)  # overwrite=True: the old store is removed once the new one is in place
         log.info("finished the embedding store %s (%d x %d %s)", self.path, len(self.ids), self.dim, self.dtype.name)
         return EmbeddingStore.open(self.path)
 

@@ -18,11 +18,11 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 from lit_ir.errors import ModelUnavailableError
+from lit_ir.utils.io import make_temp_dir, publish_dir
 
 log = logging.getLogger(__name__)
 
@@ -132,13 +132,14 @@ def build_random_bert(
     model = BertForMaskedLM(config)  # with an MLM head, so coarse-tuning can start from it too
 
     cache_root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".random-bert-", dir=cache_root))
+    staging = make_temp_dir(cache_root, prefix=".random-bert-")
     try:
         wordpiece.save_model(str(staging))  # vocab.txt, for tools that want it
         tokenizer = PreTrainedTokenizerFast(tokenizer_object=wordpiece._tokenizer, unk_token="[UNK]", pad_token="[PAD]",
                                             cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
         tokenizer.save_pretrained(staging)
         model.save_pretrained(staging)
+        publish_dir(staging)  # readable by the team (umask), and on disk before the rename
         os.replace(staging, target)  # atomic: a crash never leaves a half model under the final name
     except OSError:
         if not (target / "config.json").is_file():  # another process may have won the race; otherwise re-raise

@@ -15,8 +15,6 @@ import json
 import logging
 import os
 import re
-import shutil
-import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import count, filterfalse
@@ -29,7 +27,7 @@ import Stemmer
 
 from lit_ir.data.trec import Run
 from lit_ir.errors import InputError, check_doc_ids, some_ids
-from lit_ir.utils.io import replace_dir, write_json
+from lit_ir.utils.io import atomic_dir, write_json
 
 log = logging.getLogger(__name__)
 # bm25s sets its logger to DEBUG, which lets its debug messages through whatever level the application chose.
@@ -189,9 +187,7 @@ class BM25Index:
         The sidecar (parameters, number of docs) is written last, so a directory that has it is complete.
         """
         directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
-        try:
+        with atomic_dir(directory) as tmp:
             self._bm25.save(tmp, show_progress=False)
             write_json(self.doc_ids, tmp / DOC_IDS_FILE)
             sidecar = {
@@ -202,10 +198,6 @@ class BM25Index:
                 "bm25s_version": bm25s.__version__,
             }
             write_json(sidecar, tmp / SIDECAR_FILE)
-            replace_dir(tmp, directory)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return directory
 
     @classmethod
