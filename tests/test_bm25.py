@@ -140,6 +140,54 @@ def test_bm25_first_stage_caches_and_a_changed_collection_invalidates(fruit_coll
     assert len(list((cache / "fruit").glob("bm25-*"))) == 2
 
 
+def fresh_run(path, split, tmp_path):
+    """The BM25 run of the folder computed with an empty cache: what any cached run must equal."""
+    return BM25FirstStage(k=10, cache_dir=tmp_path / "fresh" / path.name, **PLAIN)(BeirCollection(path), split)
+
+
+def test_a_corrected_corpus_in_the_same_folder_is_never_served_the_old_run(fruit_collection, tmp_path, caplog):
+    cache = tmp_path / "cache"
+    old = BM25FirstStage(k=10, cache_dir=cache, **PLAIN)(BeirCollection(fruit_collection), "train")
+    assert "d4" not in old["q2"]
+    # the same ids, one text corrected: the cached index and run no longer describe this corpus
+    write_beir(fruit_collection, {**FRUIT, "d4": "durian cherry"}, {"q1": "apple banana", "q2": "cherry"},
+               {"train": {"q1": {"d1": 1}, "q2": {"d2": 1}}})
+    caplog.set_level(logging.INFO)
+    corrected = BM25FirstStage(k=10, cache_dir=cache, **PLAIN)(BeirCollection(fruit_collection), "train")
+    assert "building a BM25 index" in caplog.text
+    assert "d4" in corrected["q2"] and corrected == fresh_run(fruit_collection, "train", tmp_path)
+
+
+def test_a_changed_query_text_gets_a_new_run(fruit_collection, tmp_path):
+    cache = tmp_path / "cache"
+    BM25FirstStage(k=10, cache_dir=cache, **PLAIN)(BeirCollection(fruit_collection), "train")
+    write_beir(fruit_collection, FRUIT, {"q1": "apple banana", "q2": "durian"},
+               {"train": {"q1": {"d1": 1}, "q2": {"d2": 1}}})
+    run = BM25FirstStage(k=10, cache_dir=cache, **PLAIN)(BeirCollection(fruit_collection), "train")
+    assert list(run["q2"]) == ["d4", "d5"]
+
+
+def test_collections_whose_names_differ_only_in_punctuation_keep_their_own_runs(tmp_path):
+    cache, queries, qrels = tmp_path / "cache", {"q1": "cherry"}, {"train": {"q1": {"d2": 1}}}
+    spaced = write_beir(tmp_path / "cran field", FRUIT, queries, qrels)
+    joined = write_beir(tmp_path / "cran_field", {**FRUIT, "d4": "cherry cherry cherry cherry"}, queries, qrels)
+    for path in (spaced, joined, spaced):
+        run = BM25FirstStage(k=10, cache_dir=cache, **PLAIN)(BeirCollection(path), "train")
+        assert run == fresh_run(path, "train", tmp_path), path.name
+    assert len({p.name for p in cache.iterdir()}) == 2  # one cache folder per collection name
+
+
+def test_the_cache_key_is_the_content_not_the_path(fruit_collection, tmp_path, caplog):
+    cache = tmp_path / "cache"
+    first = BM25FirstStage(k=10, cache_dir=cache, **PLAIN)(BeirCollection(fruit_collection), "train")
+    moved = tmp_path / "elsewhere" / "fruit"
+    moved.parent.mkdir()
+    fruit_collection.rename(moved)
+    caplog.set_level(logging.INFO)
+    assert BM25FirstStage(k=10, cache_dir=cache, **PLAIN)(BeirCollection(moved), "train") == first
+    assert "reading the cached BM25 run" in caplog.text
+
+
 def test_first_stage_keeps_queries_without_candidates_and_warns(fruit_collection, tmp_path, caplog):
     run = BM25FirstStage(k=10, cache_dir=tmp_path / "cache")(BeirCollection(fruit_collection), "dev")
     assert run == {"q3": {}}

@@ -259,6 +259,20 @@ def test_ir_datasets_local_registration(local_ids: dict[str, str]):
         docs["nope"]
 
 
+
+def test_the_docs_fingerprint_is_their_content_whatever_the_source(local_ids: dict[str, str], tmp_path: Path):
+    # the same texts from ir_datasets (streamed in one pass) and from a TSV file: the same cache key
+    streamed = IrDatasetsCollection("tiny", local_ids).docs()
+    assert list(streamed.items()) == [("d1", "wing lift and drag"), ("d2", "jet flow in a nozzle"),
+                                      ("d3", "boundary layer")]
+    queries, qrels = write(tmp_path / "q.tsv", "q1\twing\n"), write(tmp_path / "q.qrels", "q1 0 d1 1\n")
+    splits = {"dev": {"queries": queries, "qrels": qrels}}
+    same = TsvCollection("other", write(tmp_path / "same.tsv", "d1\twing lift and drag\nd2\tjet flow in a "
+                                        "nozzle\nd3\tboundary layer\n"), splits).docs()
+    changed = TsvCollection("tiny", write(tmp_path / "changed.tsv", "d1\twing lift and drag\nd2\tjet flow in a "
+                                          "nozzle\nd3\tboundary layers\n"), splits).docs()
+    assert streamed.fingerprint() == same.fingerprint() != changed.fingerprint()
+
 def test_ir_datasets_clicks_from_a_qrels_dataset(local_ids: dict[str, str]):
     collection = IrDatasetsCollection("tiny", local_ids, clicks_id=local_ids["dev"])
     assert list(collection.clicks()) == [Click("q2", "nozzle", "d2", "")]  # GenericDoc has no url

@@ -35,7 +35,8 @@ from lit_ir.data.sampling import train_order
 from lit_ir.data.trec import Run, rank_documents
 from lit_ir.errors import InputError, some_ids
 from lit_ir.retrieval.dense import VOCAB_DOCS, DenseFirstStage
-from lit_ir.retrieval.first_stage import _fingerprint, _hash, _safe_name
+from lit_ir.retrieval.first_stage import safe_name
+from lit_ir.utils.hashing import fingerprint, short_hash
 
 log = logging.getLogger(__name__)
 FirstStage = Callable[[Collection, str], Run]
@@ -243,10 +244,10 @@ class CoderDataModule(L.LightningDataModule):
     def candidate_store(self, which: str, split: str, depth: int) -> CandidateStore:
         """The run's top-`depth` rows per query, cached beside the embedding store's first-stage cache."""
         run = self._run(which, split)
-        key = _hash(str(self.store.path), self.store.meta["ids_digest"], depth, _fingerprint(
+        key = short_hash(str(self.store.path), self.store.meta["ids_digest"], depth, fingerprint(
             f"{qid}\t{doc_id}" for qid, docs in run.items() for doc_id, _ in rank_documents(docs)[:depth]))
-        path = (self.cache_dir / _safe_name(self.collection.name) / "candidates"
-                / f"{_safe_name(split)}.{which}-n{depth}-{key}")
+        path = (self.cache_dir / safe_name(self.collection.name) / "candidates"
+                / f"{safe_name(split)}.{which}-n{depth}-{key}")
         if (path / "candidates.json").is_file():
             return CandidateStore.open(path, self.store)
         log.info("building the candidate store %s", path)

@@ -8,15 +8,21 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import random
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import chain
 from pathlib import Path
 
 from lit_ir.data.trec import read_qrels
 from lit_ir.errors import InputError
+from lit_ir.utils.hashing import fingerprint
+
+log = logging.getLogger(__name__)
 
 Queries = dict[str, str]
 Qrels = dict[str, dict[str, int]]
@@ -38,6 +44,21 @@ class DocStore(Mapping[str, str]):
     def __init__(self, texts: Mapping[str, str], source: str):
         self._texts = texts
         self.source = source
+        self._fingerprint: str | None = None
+
+    def fingerprint(self) -> str:
+        """Hash of every (doc id, text), in order: what cached indexes, stores and runs are keyed by, so a corpus
+        corrected under the same ids (or name, or folder) is told apart, and a moved one is not. One pass over
+        the texts, once per store."""
+        if self._fingerprint is None:
+            start = time.perf_counter()
+            self._fingerprint = fingerprint(chain.from_iterable(self.items()))
+            log.debug("fingerprinted %d documents of %s in %.1f s", len(self), self.source,
+                      time.perf_counter() - start)
+        return self._fingerprint
+
+    def items(self):
+        return self._texts.items()  # the backing mapping's: a lazy store streams them instead of a lookup per id
 
     def __getitem__(self, doc_id: str) -> str:
         try:

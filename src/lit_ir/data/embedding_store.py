@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from lit_ir.errors import InputError, check_doc_ids, some_ids
-from lit_ir.retrieval.first_stage import _fingerprint
+from lit_ir.utils import hashing
 from lit_ir.utils.io import fsync_tree, make_temp_dir, replace_dir, write_json
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def partial_path(path: str | os.PathLike) -> Path:
 
 def ids_digest(ids: Sequence[str]) -> str:
     """Order-sensitive hash of row ids: two stores (or a store and a candidate file) refer to the same rows."""
-    return _fingerprint(ids)
+    return hashing.fingerprint(ids)
 
 
 def compatibility_problems(stored: dict, wanted: dict) -> list[str]:

@@ -12,7 +12,7 @@ import contextvars
 import difflib
 import functools
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, ItemsView, Iterator, Mapping
 from functools import cached_property
 from itertools import islice
 from pathlib import Path
@@ -174,10 +174,23 @@ class _DocTexts(Mapping[str, str]):
             next(iter(self._dataset.docs_iter()), None)
         return (doc.doc_id for doc in self._dataset.docs_iter())
 
+    def items(self) -> ItemsView[str, str]:
+        return _StreamedItems(self)
+
     def __len__(self) -> int:
         with self._local():
             count = self._dataset.docs_count()  # from ir_datasets' metadata when it knows it
         return count if count is not None else sum(1 for _ in self)
+
+
+class _StreamedItems(ItemsView):
+    """(doc id, text) in corpus order, read in one pass over docs_iter rather than a docs_store lookup per id."""
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        texts = self._mapping
+        with texts._local():  # fetch (or fail) now, not inside the caller's loop
+            next(iter(texts._dataset.docs_iter()), None)
+        return ((doc.doc_id, doc_text(doc)) for doc in texts._dataset.docs_iter())
 
 
 def doc_text(doc: NamedTuple) -> str:

@@ -32,7 +32,8 @@ from lit_ir.data.trec import Run, read_run, write_run
 from lit_ir.models.bi_encoder import BiEncoder
 from lit_ir.models.hub import RANDOM_BERT
 from lit_ir.retrieval.encoding import encode_documents, encode_texts
-from lit_ir.retrieval.first_stage import _fingerprint, _hash, _safe_name, candidates_for_split
+from lit_ir.retrieval.first_stage import candidates_for_split, queries_fingerprint, safe_name
+from lit_ir.utils.hashing import fingerprint, short_hash
 
 log = logging.getLogger(__name__)
 
@@ -172,8 +173,8 @@ class DenseFirstStage:
     def store_path(self, collection: Collection) -> Path:
         """Where this encoder's embeddings of `collection` live (what `python -m lit_ir.encode` writes too)."""
         document_side = {key: self.encoder_config.get(key) for key in DOC_SIDE_SETTINGS}
-        key = _hash(document_side, self.dtype, _fingerprint(collection.docs()))
-        return self.cache_dir / _safe_name(collection.name) / f"dense-{key}"
+        key = short_hash(document_side, self.dtype, fingerprint(collection.docs()))
+        return self.cache_dir / safe_name(collection.name) / f"dense-{key}"
 
     def encoder(self, collection: Collection) -> BiEncoder:
         if self._encoder is None:
@@ -193,8 +194,8 @@ class DenseFirstStage:
     def __call__(self, collection: Collection, split: str) -> Run:
         queries = collection.queries(split)
         store_path = self.store_path(collection)
-        run_key = _hash(store_path.name, self.index_config, _fingerprint(f"{q}\t{t}" for q, t in queries.items()))
-        run_path = store_path.parent / "runs" / f"{_safe_name(split)}.dense-k{self.k}-{run_key}.trec"
+        run_key = short_hash(store_path.name, self.index_config, queries_fingerprint(queries))
+        run_path = store_path.parent / "runs" / f"{safe_name(split)}.dense-k{self.k}-{run_key}.trec"
         if run_path.is_file():
             log.info("reading the cached dense run of %s/%s from %s", collection.name, split, run_path)
             run = read_run(run_path)

@@ -8,18 +8,18 @@ Every doc id in a run is checked against the collection.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from lit_ir.data.collections import Collection
 from lit_ir.data.trec import Run, rank_documents, read_run, write_run
 from lit_ir.errors import InputError, some_ids
 from lit_ir.retrieval.bm25 import SIDECAR_FILE, Analyzer, BM25Index
+from lit_ir.utils.hashing import fingerprint, short_hash
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +27,14 @@ log = logging.getLogger(__name__)
 class BM25FirstStage:
     """BM25 runs computed once and cached under `cache_dir/<collection name>/`:
 
-    - `bm25-<key>/`: the index; key = hash of the BM25 parameters and the collection's doc ids (count and order);
-    - `runs/<split>.bm25-k<k>-<key>.trec`: a split's run; key = hash of the index key and the split's queries.
+    - `bm25-<key>/`: the index; key = hash of the BM25 parameters and the documents' content (ids and texts, in
+      order: `DocStore.fingerprint`);
+    - `runs/<split>.bm25-k<k>-<key>.trec`: a split's run; key = hash of the index key and the split's queries
+      (ids and texts).
 
-    So a changed parameter, document list or query set never reuses a stale index or run. (Documents whose text
-    changed under the same id are not detected: clear the cache then.)
+    So a changed parameter, document (a corrected text under the same id, in a folder of the same name) or query
+    never reuses a stale index or run, while a collection moved elsewhere keeps its cache: keys depend on content,
+    not on paths.
     """
 
     def __init__(
@@ -55,10 +58,10 @@ class BM25FirstStage:
         queries = collection.queries(split)
         docs = collection.docs()
         doc_ids = list(docs)
-        index_key = _hash(self.params, _fingerprint(doc_ids))
-        folder = self.cache_dir / _safe_name(collection.name)
-        run_key = _hash(index_key, _fingerprint(f"{qid}\t{text}" for qid, text in queries.items()))
-        run_path = folder / "runs" / f"{_safe_name(split)}.bm25-k{self.k}-{run_key}.trec"
+        index_key = short_hash(self.params, docs.fingerprint())
+        folder = self.cache_dir / safe_name(collection.name)
+        run_key = short_hash(index_key, queries_fingerprint(queries))
+        run_path = folder / "runs" / f"{safe_name(split)}.bm25-k{self.k}-{run_key}.trec"
         if run_path.is_file():
             log.info("reading the cached BM25 run of %s/%s from %s", collection.name, split, run_path)
             run = read_run(run_path)
@@ -138,20 +141,17 @@ def candidates_for_split(run: Run, queries: Mapping[str, str], doc_ids: set[str]
     return candidates
 
 
-def _fingerprint(items: Iterable[str]) -> str:
-    """Order-sensitive hash and count of strings."""
-    digest, count = hashlib.sha256(), 0
-    for item in items:
-        digest.update(item.encode("utf-8"))
-        digest.update(b"\0")
-        count += 1
-    return f"{count}:{digest.hexdigest()}"
+def queries_fingerprint(queries: Mapping[str, str]) -> str:
+    """Hash of a query set's ids and texts, in order: part of every cached run's key."""
+    return fingerprint(f"{qid}\t{text}" for qid, text in queries.items())
 
 
-def _hash(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode("utf-8")).hexdigest()[:12]
+def safe_name(name: str) -> str:
+    """A folder name for a collection or split name: one folder level, and distinct names stay distinct.
 
-
-def _safe_name(name: str) -> str:
-    # Collection names can be ir_datasets ids such as "msmarco-passage/dev"; keep one folder level per name.
-    return re.sub(r"[^\w.-]", "_", name)
+    Collection names can be ir_datasets ids such as "msmarco-passage/dev"; characters other than letters, digits,
+    "." and "-" become "_", and a name that had any gets a hash of the original, so "cran field" and
+    "cran_field" never share a folder.
+    """
+    safe = re.sub(r"[^\w.-]", "_", name)
+    return safe if safe == name else f"{safe}-{hashlib.sha256(name.encode('utf-8')).hexdigest()[:8]}"
