@@ -3,7 +3,9 @@ retrieve entry points and the dense first stage on the toy collection."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +19,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from conftest import TINY_TOY
+from lit_ir.data.collections import BeirCollection
 from lit_ir.data.embedding_store import EmbeddingStore, EmbeddingStoreWriter, partial_path
 from lit_ir.data.trec import read_run
 from lit_ir.encode import encode
@@ -168,7 +171,8 @@ def test_encode_entry_point_and_dense_first_stage(tmp_path):
     assert [list(docs) for docs in run.values()] == [[store.ids[r] for r in row] for row in rows]
     assert encode(cfg).path == store.path  # a second call reuses the finished store
     cached = instantiate(cfg.first_stage, k=5)
-    assert cached(collection, "dev") == run and cached._encoder is None  # cached run: no model loaded
+    assert cached(collection, "dev") == run
+    assert next(cached._encoder.parameters()).device.type == "cpu"  # loaded to hash its weights, not moved to encode
 
 
 def test_retrieve_entry_point_writes_a_dense_run(tmp_path):
@@ -181,3 +185,43 @@ def test_retrieve_entry_point_writes_a_dense_run(tmp_path):
     run = read_run(tmp_path / "run.trec")
     assert len(run) == 8 and all(len(docs) == 7 for docs in run.values())
     assert (tmp_path / "run.trec").read_text().split("\n")[0].endswith(" dense")
+
+
+def write_beir(path: Path, docs: dict[str, str], queries: dict[str, str]) -> Path:
+    (path / "qrels").mkdir(parents=True, exist_ok=True)
+    (path / "corpus.jsonl").write_text("".join(json.dumps({"_id": d, "text": t}) + "\n" for d, t in docs.items()))
+    (path / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in queries.items()))
+    (path / "qrels" / "dev.tsv").write_text("".join(f"{q}\td0\t1\n" for q in queries))
+    return path
+
+
+QUERIES = {"q1": "kipoli polahu karotu fiji suce", "q2": "zoka muguze kujo bige mehuke", "q3": "verasa"}
+
+
+def dense_run(model: Path, collection: Path, cache: Path, **encoder) -> dict:
+    first_stage = DenseFirstStage({"path": str(model), "pooling": "mean", "similarity": "cosine", **encoder}, k=5, cache_dir=cache,
+                                  dtype="float32")
+    return first_stage(BeirCollection(collection), "dev")
+
+
+def test_dense_cache_is_keyed_by_the_weights_the_documents_and_the_query_side(tmp_path, tiny_model):
+    model, cache = tmp_path / "encoder", tmp_path / "cache"
+    shutil.copytree(tiny_model, model)
+    collection = write_beir(tmp_path / "toy", DOCS, QUERIES)
+    before = dense_run(model, collection, cache)
+    assert before == dense_run(model, collection, cache)
+
+    # another model under the same path: its own store and run, as with an empty cache
+    retrained = build_random_bert(tmp_path / "other", hidden=32, layers=1, vocab_texts=DOCS.values(), seed=1)
+    shutil.copy(retrained / "model.safetensors", model / "model.safetensors")
+    after = dense_run(model, collection, cache)
+    assert after == dense_run(model, collection, tmp_path / "fresh1") and after != before
+    # corrected document texts under the same ids
+    write_beir(collection, {**DOCS, "d3": QUERIES["q1"]}, QUERIES)
+    corrected = dense_run(model, collection, cache)
+    assert corrected == dense_run(model, collection, tmp_path / "fresh2") and "d3" in corrected["q1"]
+    assert "d3" not in after["q1"]
+    # the query side: a shorter query length changes the queries' embeddings, not the documents'
+    short = dense_run(model, collection, cache, query_max_length=2)
+    assert short == dense_run(model, collection, tmp_path / "fresh3", query_max_length=2) and short != corrected
+    assert len(list((cache / "toy").glob("dense-*"))) == 3  # the query length did not re-encode the documents

@@ -29,17 +29,16 @@ from omegaconf import DictConfig, OmegaConf
 from lit_ir.data.collections import Collection
 from lit_ir.data.embedding_store import EmbeddingStore
 from lit_ir.data.trec import Run, read_run, write_run
-from lit_ir.models.bi_encoder import BiEncoder
+from lit_ir.models.bi_encoder import BiEncoder, weights_sha
 from lit_ir.models.hub import RANDOM_BERT
 from lit_ir.retrieval.encoding import encode_documents, encode_texts
 from lit_ir.retrieval.first_stage import candidates_for_split, queries_fingerprint, safe_name
-from lit_ir.utils.hashing import fingerprint, short_hash
+from lit_ir.utils.hashing import short_hash
 
 log = logging.getLogger(__name__)
 
 KINDS = ("flat", "ivf", "hnsw")
 ADD_CHUNK = 65_536  # rows converted to float32 and added at a time: no full float32 copy of an fp16 store
-DOC_SIDE_SETTINGS = ("path", "pooling", "similarity", "doc_max_length")  # what the document embeddings depend on
 VOCAB_DOCS = 20_000  # a random-bert encoder learns its vocabulary from this many documents (as the datamodule does)
 
 
@@ -136,13 +135,17 @@ class DenseIndex:
 class DenseFirstStage:
     """Dense runs computed once and cached under `cache_dir/<collection name>/`:
 
-    - `dense-<key>/`: the document embedding store; key = hash of the encoder settings and the doc ids;
-    - `runs/<split>.dense-k<k>-<key>.trec`: a split's run; key = hash of the store key, the index settings and the
-      split's queries.
+    - `dense-<key>/`: the document embedding store; key = hash of the encoder's document side (its fingerprint
+      without the name: the document encoder's weights hash, pooling, similarity, document length, dimension),
+      the dtype and the documents' content (`DocStore.fingerprint`);
+    - `runs/<split>.dense-k<k>-<key>.trec`: a split's run; key = hash of the store key, the query side (the query
+      encoder's weights hash and query length), the index settings and the split's queries (ids and texts).
 
-    `encoder` holds the keyword arguments of `BiEncoder.from_pretrained` (a `conf/encoder/*` preset); the model is
-    loaded only when something has to be encoded. `index` holds `DenseIndex.from_matrix`'s (kind, use_gpu, ...).
-    A random-bert encoder learns its vocabulary from the collection's first 20,000 documents.
+    So another model under the same path, a corrected corpus or a changed query setting never gets a stale store
+    or run. The model is loaded (on the CPU) to hash its weights, and moved to `device` only to encode.
+    `encoder` holds the keyword arguments of `BiEncoder.from_pretrained` (a `conf/encoder/*` preset);
+    `index` holds `DenseIndex.from_matrix`'s (kind, use_gpu, ...). A random-bert encoder learns its vocabulary
+    from the collection's first 20,000 documents.
     """
 
     def __init__(
@@ -168,23 +171,33 @@ class DenseFirstStage:
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         self.model_cache_dir = model_cache_dir  # where random-bert models are built (resolve_model's cache_dir)
         self._encoder: BiEncoder | None = None
+        self._sides: tuple[dict, dict] | None = None  # the loaded encoder's (document side, query side)
         self._index: tuple[Path, DenseIndex] | None = None
 
-    def store_path(self, collection: Collection) -> Path:
-        """Where this encoder's embeddings of `collection` live (what `python -m lit_ir.encode` writes too)."""
-        document_side = {key: self.encoder_config.get(key) for key in DOC_SIDE_SETTINGS}
-        key = short_hash(document_side, self.dtype, fingerprint(collection.docs()))
-        return self.cache_dir / safe_name(collection.name) / f"dense-{key}"
-
-    def encoder(self, collection: Collection) -> BiEncoder:
+    def _load(self, collection: Collection) -> BiEncoder:
         if self._encoder is None:
             vocab_texts = None
             if RANDOM_BERT.match(str(self.encoder_config["path"])):
                 docs = collection.docs()
                 vocab_texts = [docs[doc_id] for _, doc_id in zip(range(VOCAB_DOCS), docs)]
-            self._encoder = BiEncoder.from_pretrained(**self.encoder_config, cache_dir=self.model_cache_dir,
-                                                      vocab_texts=vocab_texts).to(self.device).eval()
+            encoder = BiEncoder.from_pretrained(**self.encoder_config, cache_dir=self.model_cache_dir,
+                                                vocab_texts=vocab_texts).eval()
+            # what the embeddings depend on: the weights, not the name they were loaded under
+            document_side = {key: value for key, value in encoder.fingerprint().items() if key != "model"}
+            query_side = {"weights_sha": document_side["weights_sha"] if encoder.shared
+                          else weights_sha(encoder.query_encoder), "query_max_length": encoder.query_max_length}
+            self._encoder, self._sides = encoder, (document_side, query_side)
         return self._encoder
+
+    def encoder(self, collection: Collection) -> BiEncoder:
+        """The bi-encoder, on `device`."""
+        return self._load(collection).to(self.device)
+
+    def store_path(self, collection: Collection) -> Path:
+        """Where this encoder's embeddings of `collection` live (what `python -m lit_ir.encode` writes too)."""
+        self._load(collection)
+        key = short_hash(self._sides[0], self.dtype, collection.docs().fingerprint())
+        return self.cache_dir / safe_name(collection.name) / f"dense-{key}"
 
     def encode_collection(self, collection: Collection, overwrite: bool = False) -> EmbeddingStore:
         """The collection's document store, encoded (or resumed) if needed."""
@@ -194,7 +207,7 @@ class DenseFirstStage:
     def __call__(self, collection: Collection, split: str) -> Run:
         queries = collection.queries(split)
         store_path = self.store_path(collection)
-        run_key = short_hash(store_path.name, self.index_config, queries_fingerprint(queries))
+        run_key = short_hash(store_path.name, self._sides[1], self.index_config, queries_fingerprint(queries))
         run_path = store_path.parent / "runs" / f"{safe_name(split)}.dense-k{self.k}-{run_key}.trec"
         if run_path.is_file():
             log.info("reading the cached dense run of %s/%s from %s", collection.name, split, run_path)
