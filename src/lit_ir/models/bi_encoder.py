@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModel, AutoTokenizer
 
+from lit_ir.models.export import read_export
 from lit_ir.models.hub import resolve_model
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ Similarity = Literal["dot", "cosine"]
 POOLINGS = ("cls", "mean")
 SIMILARITIES = ("dot", "cosine")
 CONFIG_FILE = "bi_encoder.json"
+EXPORT_KIND = "bi_encoder"
 DOC_ENCODER_DIR = "doc_encoder"  # the document encoder of a saved bi-encoder with separate weights
 DEFAULTS = {"shared": True, "pooling": "cls", "similarity": "dot", "query_max_length": 32, "doc_max_length": 256}
 
@@ -124,6 +126,7 @@ class BiEncoder(nn.Module):
         """
         name = str(path)
         folder = resolve_model(name, cache_dir=cache_dir, vocab_texts=vocab_texts)
+        read_export(folder)  # an export that lost its settings or document encoder fails here, naming them
         saved = json.loads((folder / CONFIG_FILE).read_text()) if (folder / CONFIG_FILE).is_file() else {}
         given = {"shared": shared, "pooling": pooling, "similarity": similarity,
                  "query_max_length": query_max_length, "doc_max_length": doc_max_length}
@@ -134,6 +137,7 @@ class BiEncoder(nn.Module):
         query_folder = folder
         if query_path is not None:
             query_folder = resolve_model(str(query_path), cache_dir=cache_dir, vocab_texts=vocab_texts)
+            read_export(query_folder)
             settings["shared"] = False
         elif doc_folder != folder:
             settings["shared"] = False  # a saved pair with trained query weights: never collapse it to one

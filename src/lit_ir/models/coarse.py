@@ -14,7 +14,10 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForMaskedLM, PreTrainedModel
 
+from lit_ir.models.export import starts_new_head
+
 QDPP_HEAD_FILE = "qdpp_head.pt"
+EXPORT_KIND = "coarse_tuning"
 
 
 class CoarseTuningModel(nn.Module):
@@ -32,15 +35,18 @@ class CoarseTuningModel(nn.Module):
         return self.mlm.config
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, dropout: float | None = None) -> "CoarseTuningModel":
+    def from_pretrained(cls, path: str | Path, dropout: float | None = None,
+                        new_head: bool = False) -> "CoarseTuningModel":
         """A model folder with an MLM head keeps it; one without (e.g. sentence-transformers MiniLM) gets a new
-        head: its transform is freshly initialised and its decoder tied to the word embeddings."""
+        head: its transform is freshly initialised and its decoder tied to the word embeddings. The QDPP head is
+        loaded from a coarse-tuning export (one that lost it is an error unless `new_head`), new otherwise."""
+        fresh_head = starts_new_head(path, QDPP_HEAD_FILE, new_head)
         config = AutoConfig.from_pretrained(path)
         if dropout is not None:
             config.hidden_dropout_prob = config.attention_probs_dropout_prob = dropout
         model = cls(AutoModelForMaskedLM.from_pretrained(path, config=config))
-        if (head := Path(path) / QDPP_HEAD_FILE).is_file():
-            model.qdpp_head.load_state_dict(torch.load(head, map_location="cpu"))
+        if not fresh_head:
+            model.qdpp_head.load_state_dict(torch.load(Path(path) / QDPP_HEAD_FILE, map_location="cpu"))
         return model
 
     def save_pretrained(self, path: str | Path) -> None:

@@ -3,13 +3,18 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel
 
+from lit_ir.models.export import starts_new_head
+
+log = logging.getLogger(__name__)
 HEAD_FILE = "score_head.pt"
+EXPORT_KIND = "cross_encoder"  # the kind in the manifest of a cross-encoder export
 
 
 class CrossEncoder(nn.Module):
@@ -21,20 +26,24 @@ class CrossEncoder(nn.Module):
         self.score_head = nn.Linear(hidden, 1)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, dropout: float | None = None) -> "CrossEncoder":
+    def from_pretrained(cls, path: str | Path, dropout: float | None = None, new_head: bool = False) -> "CrossEncoder":
         """Load the backbone from a local model folder (see `lit_ir.models.hub.resolve_model`).
 
         A folder written by `save_pretrained` also restores the score head; any other folder (a plain BERT, a
-        coarse-tuned checkpoint) starts with a freshly initialised head.
+        coarse-tuned checkpoint) starts with a freshly initialised head. A lit_ir export that lost its head is an
+        error (`lit_ir.models.export`), unless `new_head` asks for a new head.
         """
+        fresh_head = starts_new_head(path, HEAD_FILE, new_head)
         config = AutoConfig.from_pretrained(path)
         if dropout is not None:
             config.hidden_dropout_prob = config.attention_probs_dropout_prob = dropout
         # no pooler: monoBERT scores from the [CLS] vector, and an unused pooler breaks DDP's gradient sync
         backbone = AutoModel.from_pretrained(path, config=config, add_pooling_layer=False)
         model = cls(backbone)
-        if (head := Path(path) / HEAD_FILE).is_file():
-            model.score_head.load_state_dict(torch.load(head, map_location="cpu"))
+        if fresh_head:
+            log.info("%s: starting a new score head (%s)", path, "asked for" if new_head else f"no {HEAD_FILE}")
+        else:
+            model.score_head.load_state_dict(torch.load(Path(path) / HEAD_FILE, map_location="cpu"))
         return model
 
     def save_pretrained(self, path: str | Path) -> None:

@@ -24,8 +24,9 @@ from transformers import AutoTokenizer
 from lit_ir.data.clicks import QDPPBatch, unit_hash
 from lit_ir.data.masking import IGNORE_INDEX, mask_tokens
 from lit_ir.losses import coarse_tuning_loss
-from lit_ir.models.coarse import CoarseTuningModel
+from lit_ir.models.coarse import EXPORT_KIND, CoarseTuningModel
 from lit_ir.models.cross_encoder import HEAD_FILE
+from lit_ir.models.export import export_folder
 from lit_ir.models.tokenization import PairTokenizer
 from lit_ir.modules.shared import configure_optimizers, resolve_pretrained, seeded_init
 from lit_ir.utils.io import write_json
@@ -51,6 +52,7 @@ class CoarseTuningModule(L.LightningModule):
         metrics_path: str | None = None,
         cache_dir: str | None = None,
         init_seed: int = 0,
+        new_head: bool = False,
     ):
         super().__init__()
         if mlm_weight < 0 or qdpp_weight < 0 or mlm_weight == qdpp_weight == 0:
@@ -67,7 +69,8 @@ class CoarseTuningModule(L.LightningModule):
             return
         path = resolve_pretrained(self)
         with seeded_init(self.hparams.init_seed):  # the QDPP head, a new MLM head
-            self.model = CoarseTuningModel.from_pretrained(path, dropout=self.hparams.dropout).train()
+            self.model = CoarseTuningModel.from_pretrained(path, dropout=self.hparams.dropout,
+                                                           new_head=self.hparams.new_head).train()
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.pair_tokenizer = PairTokenizer(self.tokenizer, self.hparams.max_query_length, self.hparams.max_length)
 
@@ -136,10 +139,11 @@ class CoarseTuningModule(L.LightningModule):
 
     # ---- export ------------------------------------------------------------------------------------------------
     def export(self, path: str | Path) -> Path:
-        """A Hugging Face masked-LM folder (+ QDPP head, + tokenizer) for fine-tuning and the query analysis."""
-        path = Path(path)
-        self.model.save_pretrained(path)
-        self.tokenizer.save_pretrained(path)
-        if self.hparams.qdpp_head_as_score_head:
-            torch.save(self.model.qdpp_head.state_dict(), path / HEAD_FILE)
-        return path
+        """A Hugging Face masked-LM folder (+ QDPP head, + tokenizer) for fine-tuning and the query analysis;
+        whole or not at all (`lit_ir.models.export`)."""
+        with export_folder(path, EXPORT_KIND) as staging:
+            self.model.save_pretrained(staging)
+            self.tokenizer.save_pretrained(staging)
+            if self.hparams.qdpp_head_as_score_head:
+                torch.save(self.model.qdpp_head.state_dict(), staging / HEAD_FILE)
+        return Path(path)

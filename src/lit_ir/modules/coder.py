@@ -32,8 +32,9 @@ from lit_ir.data.coder import CandidateBatch
 from lit_ir.data.trec import Run, write_run
 from lit_ir.evaluation import evaluate_run
 from lit_ir.losses import CANDIDATE_LIST_LOSSES
-from lit_ir.models.bi_encoder import BiEncoder
+from lit_ir.models.bi_encoder import EXPORT_KIND, BiEncoder
 from lit_ir.models.candidate_scorer import DotProductScorer
+from lit_ir.models.export import export_folder
 from lit_ir.models.hub import RANDOM_BERT
 from lit_ir.modules.shared import attached_datamodule, configure_optimizers, seeded_init
 from lit_ir.retrieval.dense import DenseIndex
@@ -245,8 +246,10 @@ class CoderModule(L.LightningModule):
 
     def export(self, path: str | Path) -> Path:
         """The trained bi-encoder (query encoder at the top, the base document encoder under doc_encoder/), loadable
-        with BiEncoder.from_pretrained(path); a learnable scorer's weights go to scorer.pt."""
-        path = self.model.save_pretrained(path)
-        if any(True for _ in self.scorer.parameters()):
-            torch.save(self.scorer.state_dict(), path / SCORER_FILE)
-        return path
+        with BiEncoder.from_pretrained(path); a learnable scorer's weights go to scorer.pt. Whole or not at all
+        (`lit_ir.models.export`)."""
+        with export_folder(path, EXPORT_KIND) as staging:
+            self.model.save_pretrained(staging)
+            if any(True for _ in self.scorer.parameters()):
+                torch.save(self.scorer.state_dict(), staging / SCORER_FILE)
+        return Path(path)

@@ -20,7 +20,8 @@ from lit_ir.data.rerank import GroupBatch, PairBatch
 from lit_ir.data.trec import Run, write_run
 from lit_ir.evaluation import evaluate_run
 from lit_ir.losses import RANKING_LOSSES
-from lit_ir.models.cross_encoder import CrossEncoder
+from lit_ir.models.cross_encoder import EXPORT_KIND, CrossEncoder
+from lit_ir.models.export import export_folder
 from lit_ir.models.tokenization import PairTokenizer
 from lit_ir.modules.shared import configure_optimizers, resolve_pretrained, seeded_init
 
@@ -44,6 +45,7 @@ class CrossEncoderModule(L.LightningModule):
         run_dir: str | None = None,
         cache_dir: str | None = None,
         init_seed: int = 0,
+        new_head: bool = False,
     ):
         super().__init__()
         if loss not in RANKING_LOSSES:
@@ -61,7 +63,8 @@ class CrossEncoderModule(L.LightningModule):
             return
         path = resolve_pretrained(self)
         with seeded_init(self.hparams.init_seed):
-            self.model = CrossEncoder.from_pretrained(path, dropout=self.hparams.dropout).train()
+            self.model = CrossEncoder.from_pretrained(path, dropout=self.hparams.dropout,
+                                                      new_head=self.hparams.new_head).train()
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.pair_tokenizer = PairTokenizer(self.tokenizer, self.hparams.max_query_length, self.hparams.max_length)
 
@@ -146,8 +149,9 @@ class CrossEncoderModule(L.LightningModule):
                 log.info("wrote reranked run %s", path)
 
     def export(self, path: str | Path) -> Path:
-        """Write a Hugging Face folder (model + tokenizer + score head) that `pretrained=<path>` loads again."""
-        path = Path(path)
-        self.ranker.save_pretrained(path)
-        self.tokenizer.save_pretrained(path)
-        return path
+        """Write a Hugging Face folder (model + tokenizer + score head) that `pretrained=<path>` loads again;
+        whole or not at all (`lit_ir.models.export`)."""
+        with export_folder(path, EXPORT_KIND) as staging:
+            self.ranker.save_pretrained(staging)
+            self.tokenizer.save_pretrained(staging)
+        return Path(path)
