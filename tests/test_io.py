@@ -118,3 +118,14 @@ def test_atomic_dir_replaces_a_folder_whole_or_not_at_all(tmp_path):
     with atomic_dir(target) as staging:
         (staging / "b.txt").write_text("new")
     assert [p.name for p in target.iterdir()] == ["b.txt"]
+
+
+def test_model_exports_are_fsynced_before_their_rename(tmp_path, renames, umask):
+    from lit_ir.modules.cross_encoder import CrossEncoderModule
+
+    model = build_random_bert(tmp_path / "models", hidden=16, layers=1, vocab_texts=["apple pie"])
+    module = CrossEncoderModule(str(model))
+    module.configure_model()
+    path = module.export(tmp_path / "export")
+    assert unsynced_at(renames, path) == []
+    assert mode(path / "model.safetensors") == 0o644  # readable by the team, though safetensors writes 0600
