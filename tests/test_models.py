@@ -85,3 +85,40 @@ def test_losses_on_a_hand_computed_case():
     assert listwise_softmax_ce(scores).item() == pytest.approx(expected.item())
     bce = pointwise_bce(torch.tensor([0.0, 0.0]), torch.tensor([1.0, 0.0]))
     assert bce.item() == pytest.approx(torch.log(torch.tensor(2.0)).item())
+
+
+# ---- model.max_length against the model's positions ---------------------------------------------------------------
+@pytest.mark.parametrize("module_class", ["cross_encoder", "sir", "coarse_tuning"])
+def test_a_max_length_beyond_the_position_embeddings_fails_when_the_model_is_built(tiny_model, module_class):
+    from lit_ir.modules.coarse_tuning import CoarseTuningModule
+    from lit_ir.modules.cross_encoder import CrossEncoderModule
+    from lit_ir.modules.sir import SIRModule
+
+    make = {"cross_encoder": CrossEncoderModule, "sir": SIRModule, "coarse_tuning": CoarseTuningModule}[module_class]
+    module = make(str(tiny_model), max_length=1024)
+    with pytest.raises(ValueError, match=r"model\.max_length=1024 is more than the 512 positions of .*"
+                                         r"max_position_embeddings"):
+        module.configure_model()
+    make(str(tiny_model), max_length=512).configure_model()  # the model's own limit is fine
+
+
+@pytest.mark.parametrize("setting", ["query_max_length", "doc_max_length"])
+def test_a_bi_encoder_length_beyond_the_position_embeddings_fails_when_it_is_built(tiny_model, setting):
+    from lit_ir.models.bi_encoder import BiEncoder
+    from lit_ir.modules.coder import CoderModule
+
+    with pytest.raises(ValueError, match=rf"encoder\.{setting}=1024 is more than the 512 positions"):
+        BiEncoder.from_pretrained(tiny_model, **{setting: 1024})
+    with pytest.raises(ValueError, match=rf"encoder\.{setting}=600 is more than the 512 positions"):
+        CoderModule({"path": str(tiny_model), setting: 600}).configure_model()
+    assert getattr(BiEncoder.from_pretrained(tiny_model, **{setting: 512}), setting) == 512
+
+
+def test_position_limits_follow_the_model_family():
+    from transformers import BertConfig, RobertaConfig
+
+    from lit_ir.models.tokenization import position_limit
+
+    assert position_limit(BertConfig(max_position_embeddings=512)) == 512
+    # RoBERTa's positions start after its padding index: 514 embeddings hold 512 tokens
+    assert position_limit(RobertaConfig(max_position_embeddings=514, pad_token_id=1)) == 512

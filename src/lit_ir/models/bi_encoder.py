@@ -26,6 +26,7 @@ from transformers import AutoModel, AutoTokenizer
 
 from lit_ir.models.export import read_export
 from lit_ir.models.hub import resolve_model
+from lit_ir.models.tokenization import check_length
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,9 @@ class BiEncoder(nn.Module):
             raise ValueError(f"unknown similarity {similarity!r}; choose one of {SIMILARITIES}")
         if query_max_length < 1 or doc_max_length < 1:
             raise ValueError(f"max lengths must be >= 1, got query {query_max_length}, doc {doc_max_length}")
+        check_length(query_encoder.config, "encoder.query_max_length", query_max_length, name or "the query encoder")
+        check_length((doc_encoder or query_encoder).config, "encoder.doc_max_length", doc_max_length,
+                     name or "the document encoder")
         self.query_encoder = query_encoder
         # registered once when shared: parameters() yields each weight once and the optimizer sees no duplicates
         self.doc_encoder = query_encoder if doc_encoder is None else doc_encoder

@@ -1,9 +1,34 @@
-"""Tokenise (query, document) pairs as `[CLS] query [SEP] document [SEP]` with separate length budgets."""
+"""Tokenise (query, document) pairs as `[CLS] query [SEP] document [SEP]` with separate length budgets, and check
+length settings against what a model's position embeddings can take."""
 
 from __future__ import annotations
 
 import torch
-from transformers import PreTrainedTokenizerBase
+from transformers import PretrainedConfig, PreTrainedTokenizerBase
+
+# Model families whose position ids start after the padding index: max_position_embeddings counts those
+# pad_token_id + 1 unused rows (RoBERTa: 514 embeddings, 512 tokens).
+PADDING_OFFSET_POSITIONS = frozenset({"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "mpnet",
+                                      "longformer", "data2vec-text"})
+
+
+def position_limit(config: PretrainedConfig) -> int | None:
+    """The most tokens a model's position embeddings take (None: no fixed limit, e.g. relative positions)."""
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit is None:
+        return None
+    if getattr(config, "model_type", None) in PADDING_OFFSET_POSITIONS:
+        limit -= (config.pad_token_id or 0) + 1
+    return limit
+
+
+def check_length(config: PretrainedConfig, setting: str, value: int, model: str) -> None:
+    """ValueError naming `setting` when `value` tokens exceed the positions of `model` (whose config this is):
+    otherwise the first long enough batch fails with a shape error deep in transformers, maybe hours later."""
+    limit = position_limit(config)
+    if limit is not None and value > limit:
+        raise ValueError(f"{setting}={value} is more than the {limit} positions of {model} (max_position_embeddings "
+                         f"in its config.json); set {setting} to at most {limit}")
 
 
 class PairTokenizer:

@@ -27,7 +27,7 @@ from lit_ir.losses import coarse_tuning_loss
 from lit_ir.models.coarse import EXPORT_KIND, CoarseTuningModel
 from lit_ir.models.cross_encoder import HEAD_FILE
 from lit_ir.models.export import export_folder
-from lit_ir.models.tokenization import PairTokenizer
+from lit_ir.models.tokenization import PairTokenizer, check_length
 from lit_ir.modules.shared import configure_optimizers, resolve_pretrained, seeded_init
 from lit_ir.utils.io import write_json
 
@@ -71,6 +71,7 @@ class CoarseTuningModule(L.LightningModule):
         with seeded_init(self.hparams.init_seed):  # the QDPP head, a new MLM head
             self.model = CoarseTuningModel.from_pretrained(path, dropout=self.hparams.dropout,
                                                            new_head=self.hparams.new_head).train()
+        check_length(self.model.config, "model.max_length", self.hparams.max_length, self.hparams.pretrained)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.pair_tokenizer = PairTokenizer(self.tokenizer, self.hparams.max_query_length, self.hparams.max_length)
 

@@ -22,7 +22,7 @@ from lit_ir.evaluation import evaluate_run
 from lit_ir.losses import RANKING_LOSSES
 from lit_ir.models.cross_encoder import EXPORT_KIND, CrossEncoder
 from lit_ir.models.export import export_folder
-from lit_ir.models.tokenization import PairTokenizer
+from lit_ir.models.tokenization import PairTokenizer, check_length
 from lit_ir.modules.shared import configure_optimizers, resolve_pretrained, seeded_init
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,7 @@ class CrossEncoderModule(L.LightningModule):
         with seeded_init(self.hparams.init_seed):
             self.model = CrossEncoder.from_pretrained(path, dropout=self.hparams.dropout,
                                                       new_head=self.hparams.new_head).train()
+        check_length(self.model.backbone.config, "model.max_length", self.hparams.max_length, self.hparams.pretrained)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.pair_tokenizer = PairTokenizer(self.tokenizer, self.hparams.max_query_length, self.hparams.max_length)
 
