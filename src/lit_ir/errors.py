@@ -19,6 +19,10 @@ class ModelUnavailableError(RuntimeError):
     """A model could not be resolved from a name, a local path or an offline alias."""
 
 
+class TrainingDivergedError(RuntimeError):
+    """Training produced a non-finite loss or weights: names the step, the loss and the learning rate."""
+
+
 
 def some_ids(ids: Sequence[str], limit: int = 10) -> str:
     """The first `limit` ids for a log or error message."""

@@ -92,11 +92,12 @@ def write_run(run: Run, path: str | os.PathLike, tag: str = "lit_ir", depth: int
     """Atomically write a run as a TREC run file, ranks 1..n in `rank_documents` order.
 
     `depth` keeps only the top-`depth` documents per query. Queries with no documents cannot be represented
-    in the format and write no line.
+    in the format and write no line. A NaN score is an InputError naming its query (`check_scores`).
     """
     _check_token(tag, "run tag")
     if depth is not None and depth < 1:
         raise ValueError(f"depth must be >= 1, got {depth}")
+    check_scores(run, f"run {path}")
     with atomic_write(path) as handle:
         for qid, docs in run.items():
             _check_token(qid, "query id")
@@ -105,6 +106,15 @@ def write_run(run: Run, path: str | os.PathLike, tag: str = "lit_ir", depth: int
                 _check_token(docid, "doc id")
                 handle.write(f"{qid} Q0 {docid} {rank} {score!r} {tag}\n")
     return Path(path)
+
+
+def check_scores(run: Run, what: str = "run") -> None:
+    """InputError naming the query and document of a NaN score: NaN has no order, so a ranking with one is
+    undefined (a diverged model's NaN scores would otherwise sort in the first stage's order, unnoticed)."""
+    for qid, docs in run.items():
+        for docid, score in docs.items():
+            if math.isnan(score):
+                raise InputError(f"{what}: query {qid!r}: document {docid!r} has a NaN score (a diverged model?)")
 
 
 def write_qrels(qrels: Qrels, path: str | os.PathLike) -> Path:

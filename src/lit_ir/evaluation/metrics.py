@@ -13,7 +13,8 @@ Which queries are averaged:
 - an evaluated query missing from the run scores 0 on every metric (ranx's `make_comparable`, trec_eval -c);
 - run queries that are not in the qrels are ignored.
 Every count is in `QueryCoverage` and logged as a warning when a query is left out or scored 0. No evaluated
-query at all, or a run with documents for none of them (e.g. ids from another collection), raises `InputError`.
+query at all, a run with documents for none of them (e.g. ids from another collection), or a NaN score (a diverged
+model) raises `InputError`.
 
 Documents are ranked with `lit_ir.data.trec.rank_documents` (score descending, ties by doc id descending,
 trec_eval's order), so tied scores give the same metric values here, in trec_eval and in a written run file.
@@ -29,7 +30,7 @@ import pandas as pd
 from numba.typed import List as TypedList
 from ranx.metrics import metric_switch
 
-from lit_ir.data.trec import Qrels, Run, rank_documents
+from lit_ir.data.trec import Qrels, Run, check_scores, rank_documents
 from lit_ir.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,7 @@ def per_query_scores(run: Run, qrels: Qrels, metrics: list[str], relevance_level
     if relevance_level < 1:
         raise InputError(f"relevance_level must be >= 1, got {relevance_level}")
     specs = [parse_metric(metric, relevance_level) for metric in metrics]
+    check_scores(run)
     coverage = query_coverage(run, qrels, relevance_level)
     _check_and_log(coverage, relevance_level)
     qids = evaluated_query_ids(qrels, relevance_level)
