@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pandas as pd
 import pytest
 import torch
@@ -62,6 +63,41 @@ def test_resume_from_last_checkpoint(tmp_path, shared_cache):
     logged = pd.read_csv(resumed / "csv" / "metrics.csv")
     # only the second epoch ran: training continued where the first run stopped
     assert set(logged["epoch"].dropna().astype(int)) == {1}
+
+
+
+class Killed(Exception):
+    """The process was stopped (in the test: raised by KillAtEpoch)."""
+
+
+class KillAtEpoch(L.Callback):
+    """Stops training as a kill would, once the checkpoints of the epochs before `epoch` are written."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            raise Killed(f"killed at the start of epoch {self.epoch}")
+
+
+def exported_weights(path: Path) -> dict[str, torch.Tensor]:
+    return CrossEncoder.from_pretrained(path).state_dict()
+
+
+def test_a_killed_and_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path, shared_cache):
+    # dropout draws from the global RNG at every step: only a restored RNG state gives the same masks after a resume
+    common = ["test=false", "trainer.max_epochs=2", "model.dropout=0.1"]
+    whole = run(compose_train(tmp_path / "whole", shared_cache, common))["model"]
+    with pytest.raises(Killed):
+        run(compose_train(tmp_path / "killed", shared_cache,
+                          [*common, "+callbacks.kill._target_=test_train.KillAtEpoch", "+callbacks.kill.epoch=1"]))
+    last = tmp_path / "killed" / "checkpoints" / "last.ckpt"
+    resumed = run(compose_train(tmp_path / "resumed", shared_cache, [*common, f"ckpt_path={last}"]))["model"]
+    expected, got = exported_weights(whole), exported_weights(resumed)
+    assert expected.keys() == got.keys()
+    differing = [name for name in expected if not torch.equal(expected[name], got[name])]
+    assert not differing, f"{len(differing)} of {len(expected)} tensors differ, e.g. {differing[:3]}"
 
 
 def test_ddp_spawn_matches_single_process(tmp_path, shared_cache):
