@@ -56,6 +56,10 @@ def test_coarse_run_logs_both_losses_and_exports_a_model_the_cross_encoder_loads
         assert logged[name].notna().any(), name
     rows = logged.dropna(subset=["val/loss"])
     assert rows["val/loss"].to_numpy() == pytest.approx((rows["val/mlm_loss"] + rows["val/qdpp_loss"]).to_numpy())
+    truncation = json.loads((out / "truncation.json").read_text())  # counted once per click split
+    assert set(truncation) == {"clicks_train", "clicks_val", "clicks_test"}
+    assert truncation["clicks_train"]["limits"] == {"query": "model.max_query_length=16", "document": "model.max_length=48"}
+    assert all(0 < counts["queries"] <= counts["documents"] for counts in truncation.values())
     held_out = json.loads((out / "metrics" / "held_out_clicks.json").read_text())
     assert 0.0 <= held_out["held_out_clicks"]["qdpp_acc"] <= 1.0
     assert held_out["clicks"]["clicks_read"] == 20 and held_out["clicks"]["missing_doc"] == 0

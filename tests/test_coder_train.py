@@ -18,6 +18,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
+from transformers import AutoTokenizer
 
 from conftest import TINY_TOY
 from lit_ir.data.embedding_store import EmbeddingStore, ids_digest
@@ -77,6 +78,14 @@ def test_coder_trains_query_encoder_only_and_writes_reranked_and_dense_runs(tmp_
     assert len(dense) == 8 and all(len(docs) == 20 for docs in dense.values())
     logged = pd.read_csv(tmp_path / "csv" / "metrics.csv")
     assert logged["val/mrr@10"].notna().sum() == 2  # 4 training steps, validated every 2
+    # queries cut to the encoder's query length, counted once per split (documents were cut when encoded)
+    truncation, tokenizer = json.loads((tmp_path / "truncation.json").read_text()), AutoTokenizer.from_pretrained(
+        outputs["model"])
+    for split in ("train", "dev", "test"):
+        queries = instantiate(cfg.collection.source).queries(split)
+        cut = sum(len(tokenizer(text)["input_ids"]) > 32 for text in queries.values())
+        assert (truncation[split]["queries"], truncation[split]["truncated_queries"]) == (len(queries), cut), split
+    assert truncation["test"]["limits"] == {"query": "encoder.query_max_length=32"}
 
     # the store is untouched; the export pairs the trained query encoder with the base document encoder
     assert _file_sha(store.path / "embeddings.bin") == embeddings_before

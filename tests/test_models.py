@@ -122,3 +122,27 @@ def test_position_limits_follow_the_model_family():
     assert position_limit(BertConfig(max_position_embeddings=512)) == 512
     # RoBERTa's positions start after its padding index: 514 embeddings hold 512 tokens
     assert position_limit(RobertaConfig(max_position_embeddings=514, pad_token_id=1)) == 512
+
+
+# ---- truncation counts ---------------------------------------------------------------------------------------------
+def test_pair_tokenizer_counts_the_queries_and_documents_it_cuts(tiny_model):
+    from lit_ir.models.tokenization import TruncationCount
+
+    tokenizer, count = AutoTokenizer.from_pretrained(tiny_model), TruncationCount()
+    pairs = PairTokenizer(tokenizer, max_query_length=3, max_length=10)  # 3 special tokens: 7 for query + document
+    long_query, short_query = TEXTS[0], "fiji"  # 5 tokens (cut to 3), 1 token
+    five = "verasa tohuse polahu zida zoka"  # fits 6 tokens left by the short query, not 4 left by the long one
+    pairs([long_query, long_query, short_query, short_query], [five, "kujo", five, "kujo bige"], count)
+    assert count.summary() == {"queries": 2, "truncated_queries": 1, "documents": 4, "truncated_documents": 1}
+    pairs([short_query], [five + " " + five], count)  # 10 tokens: cut to the 6 left
+    assert count.summary() == {"queries": 2, "truncated_queries": 1, "documents": 5, "truncated_documents": 2}
+
+
+def test_bi_encoder_counts_what_it_cuts(tiny_model):
+    from lit_ir.models.bi_encoder import BiEncoder
+    from lit_ir.models.tokenization import TruncationCount
+
+    encoder, count = BiEncoder.from_pretrained(tiny_model, query_max_length=4, doc_max_length=5), TruncationCount()
+    encoder.tokenize_queries([TEXTS[0], "fiji", TEXTS[0], "kujo bige"], count)  # 5 words do not fit in 4, 2 (+ 2) do
+    encoder.tokenize_docs([TEXTS[0] + " fiji", "fiji kujo bige"], count)  # 6 words do not fit in 5, 3 (+ 2) do
+    assert count.summary() == {"queries": 3, "truncated_queries": 1, "documents": 2, "truncated_documents": 1}

@@ -96,6 +96,7 @@ def fit_with_snapshots(cfg, ckpt_path=None) -> tuple:
     module = instantiate(cfg.model, _convert_="all")
     snapshots = Snapshots()
     trainer = L.Trainer(max_epochs=cfg.trainer.max_epochs, accelerator="cpu", devices=1, logger=False,
+                        default_root_dir=cfg.paths.output_dir,
                         callbacks=[snapshots, instantiate(cfg.callbacks.model_checkpoint)],
                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                         check_val_every_n_epoch=100)

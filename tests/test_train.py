@@ -100,6 +100,34 @@ def test_a_killed_and_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(
     assert not differing, f"{len(differing)} of {len(expected)} tensors differ, e.g. {differing[:3]}"
 
 
+
+def test_truncated_queries_and_documents_are_counted_once_per_split(tmp_path, shared_cache, caplog):
+    from hydra.utils import instantiate
+    from transformers import AutoTokenizer
+
+    caplog.set_level("INFO")
+    cfg = compose_train(tmp_path, shared_cache, ["model.max_query_length=4", "trainer.max_epochs=2"])
+    outputs = run(cfg)
+    counts = json.loads((tmp_path / "truncation.json").read_text())
+    assert set(counts) == {"train", "dev", "test"}
+    # the same counts from tokenizing again here: queries longer than 4 tokens, pairs whose document was cut
+    collection, tokenizer = instantiate(cfg.collection.source), AutoTokenizer.from_pretrained(outputs["model"])
+    length = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+    for split in ("dev", "test"):
+        queries, docs = collection.queries(split), collection.docs()
+        pairs = [(qid, doc) for qid, ranked in read_run(tmp_path / "runs" / f"{split}.first_stage.trec").items()
+                 for doc in ranked] if split == "test" else None
+        assert counts[split]["queries"] == len(queries)
+        assert counts[split]["truncated_queries"] == sum(length(text) > 4 for text in queries.values()) > 0
+        if pairs:
+            cut = sum(length(docs[doc]) > 48 - 3 - min(length(queries[qid]), 4) for qid, doc in pairs)
+            assert (counts[split]["documents"], counts[split]["truncated_documents"]) == (len(pairs), cut)
+    assert counts["train"]["truncated_queries"] == sum(length(text) > 4 for text in collection.queries("train").values())
+    assert counts["train"]["limits"] == {"query": "model.max_query_length=4", "document": "model.max_length=48"}
+    logged = [r.getMessage() for r in caplog.records if "were cut to" in r.getMessage()]
+    assert sum(message.startswith("split dev:") for message in logged) == 1  # validated twice, said once
+
+
 def test_ddp_spawn_matches_single_process(tmp_path, shared_cache):
     # a fixed data order and no dropout: 2 ranks x 4 queries average to the same gradient as 1 rank x 8 queries.
     # SGD, not Adam: Adam's normalisation blows float summation-order noise in near-zero gradients up to full steps

@@ -22,11 +22,11 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModel, AutoTokenizer
+from transformers import AutoModel, AutoTokenizer, BatchEncoding
 
 from lit_ir.models.export import read_export
 from lit_ir.models.hub import resolve_model
-from lit_ir.models.tokenization import check_length
+from lit_ir.models.tokenization import TruncationCount, check_length, was_cut
 
 log = logging.getLogger(__name__)
 
@@ -165,16 +165,23 @@ class BiEncoder(nn.Module):
         return path
 
     # ---- encoding ----------------------------------------------------------------------------------------------
-    def tokenize(self, texts: list[str], max_length: int) -> dict[str, torch.Tensor]:
+    def tokenize(self, texts: list[str], max_length: int) -> BatchEncoding:
         """Padded to the longest text of the batch, not to max_length: short batches stay cheap."""
-        return dict(self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length,
-                                   return_tensors="pt"))
+        return self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
 
-    def tokenize_queries(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        return self.tokenize(texts, self.query_max_length)
+    def tokenize_queries(self, texts: list[str], count: TruncationCount | None = None) -> dict[str, torch.Tensor]:
+        """`count` (optional) adds the queries that were cut to query_max_length."""
+        batch = self.tokenize(texts, self.query_max_length)
+        if count is not None:
+            count.add_queries(list(texts), was_cut(batch, self.query_max_length))
+        return dict(batch)
 
-    def tokenize_docs(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        return self.tokenize(texts, self.doc_max_length)
+    def tokenize_docs(self, texts: list[str], count: TruncationCount | None = None) -> dict[str, torch.Tensor]:
+        """`count` (optional) adds the documents that were cut to doc_max_length."""
+        batch = self.tokenize(texts, self.doc_max_length)
+        if count is not None:
+            count.add_documents(was_cut(batch, self.doc_max_length))
+        return dict(batch)
 
     def embed(self, encoder: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Tokenised batch -> [batch, dim] embeddings, pooled, normalised when similarity is cosine."""
@@ -189,9 +196,9 @@ class BiEncoder(nn.Module):
     def embed_docs(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.embed(self.doc_encoder, inputs)
 
-    def encode_queries(self, texts: list[str]) -> torch.Tensor:
+    def encode_queries(self, texts: list[str], count: TruncationCount | None = None) -> torch.Tensor:
         """[n, dim]. Keeps the autograd graph (training the query encoder); wrap in torch.inference_mode to infer."""
-        return self.embed_queries(self.tokenize_queries(texts))
+        return self.embed_queries(self.tokenize_queries(texts, count))
 
     def encode_docs(self, texts: list[str]) -> torch.Tensor:
         """[n, dim]. Keeps the autograd graph; wrap in torch.inference_mode to precompute a store."""

@@ -31,6 +31,44 @@ def check_length(config: PretrainedConfig, setting: str, value: int, model: str)
                          f"in its config.json); set {setting} to at most {limit}")
 
 
+class TruncationCount:
+    """How many texts a tokenizer cut to fit the length settings: distinct queries (by text), and documents, each
+    time one is tokenised (for a cross-encoder per (query, document) pair: how much of a document fits depends
+    on its query's length). Filled from the tokenizer output that is computed anyway (`was_cut`)."""
+
+    def __init__(self) -> None:
+        self.queries: set[str] = set()
+        self.cut_queries: set[str] = set()
+        self.documents = 0
+        self.cut_documents = 0
+
+    def add_queries(self, texts: list[str], cut: list[bool]) -> None:
+        self.queries.update(texts)
+        self.cut_queries.update(text for text, was in zip(texts, cut) if was)
+
+    def add_documents(self, cut: list[bool]) -> None:
+        self.documents += len(cut)
+        self.cut_documents += sum(cut)
+
+    def merge(self, other: "TruncationCount") -> None:
+        self.queries |= other.queries
+        self.cut_queries |= other.cut_queries
+        self.documents += other.documents
+        self.cut_documents += other.cut_documents
+
+    def summary(self) -> dict[str, int]:
+        return {"queries": len(self.queries), "truncated_queries": len(self.cut_queries),
+                "documents": self.documents, "truncated_documents": self.cut_documents}
+
+
+def was_cut(batch, limit: int) -> list[bool]:
+    """Which texts of a tokenised batch (truncation=True, max_length=limit) lost tokens. Fast tokenizers keep the
+    cut-off tokens in `overflowing`; for a slow one, a text that fills the limit exactly counts as cut."""
+    if batch.encodings is not None:
+        return [bool(encoding.overflowing) for encoding in batch.encodings]
+    return [len(ids) >= limit for ids in batch["input_ids"]]
+
+
 class PairTokenizer:
     """Queries are cut to `max_query_length` tokens first; documents get whatever is left of `max_length`.
 
@@ -45,18 +83,23 @@ class PairTokenizer:
         self.max_query_length = max_query_length
         self.max_length = max_length
 
-    def _ids(self, texts: list[str], limit: int) -> list[list[int]]:
-        return self.tokenizer(texts, add_special_tokens=False, truncation=True, max_length=limit)["input_ids"]
+    def _ids(self, texts: list[str], limit: int) -> tuple[list[list[int]], list[bool]]:
+        batch = self.tokenizer(texts, add_special_tokens=False, truncation=True, max_length=limit)
+        return batch["input_ids"], was_cut(batch, limit)
 
-    def __call__(self, queries: list[str], docs: list[str]) -> dict[str, torch.Tensor]:
+    def __call__(self, queries: list[str], docs: list[str],
+                 count: TruncationCount | None = None) -> dict[str, torch.Tensor]:
+        """Tokenised pairs; `count` (optional) adds the queries and documents that were cut."""
         if len(queries) != len(docs):
             raise ValueError(f"{len(queries)} queries but {len(docs)} documents")
         cls, sep, pad = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id, self.tokenizer.pad_token_id
-        query_ids = self._ids(queries, self.max_query_length)
-        doc_ids = self._ids(docs, self.max_length - 3)
+        query_ids, query_cut = self._ids(queries, self.max_query_length)
+        doc_ids, doc_cut = self._ids(docs, self.max_length - 3)
         sequences, segments = [], []
-        for query, doc in zip(query_ids, doc_ids):
-            doc = doc[: self.max_length - 3 - len(query)]
+        for row, (query, doc) in enumerate(zip(query_ids, doc_ids)):
+            budget = self.max_length - 3 - len(query)
+            doc_cut[row] = doc_cut[row] or len(doc) > budget
+            doc = doc[:budget]
             sequences.append([cls, *query, sep, *doc, sep])
             segments.append([0] * (len(query) + 2) + [1] * (len(doc) + 1))
         width = max(map(len, sequences))
@@ -67,4 +110,7 @@ class PairTokenizer:
             input_ids[row, : len(ids)] = torch.tensor(ids)
             token_type_ids[row, : len(ids)] = torch.tensor(types)
             attention_mask[row, : len(ids)] = 1
+        if count is not None:
+            count.add_queries(queries, query_cut)
+            count.add_documents(doc_cut)
         return {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}

@@ -27,8 +27,8 @@ from lit_ir.losses import coarse_tuning_loss
 from lit_ir.models.coarse import EXPORT_KIND, CoarseTuningModel
 from lit_ir.models.cross_encoder import HEAD_FILE
 from lit_ir.models.export import export_folder
-from lit_ir.models.tokenization import PairTokenizer, check_length
-from lit_ir.modules.shared import configure_optimizers, resolve_pretrained, seeded_init
+from lit_ir.models.tokenization import PairTokenizer, TruncationCount, check_length
+from lit_ir.modules.shared import TruncationLog, configure_optimizers, resolve_pretrained, seeded_init
 from lit_ir.utils.io import write_json
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,8 @@ class CoarseTuningModule(L.LightningModule):
                              f"qdpp_weight={qdpp_weight}")
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.truncation = TruncationLog({"query": f"model.max_query_length={max_query_length}",
+                                         "document": f"model.max_length={max_length}"})
         self.model: CoarseTuningModel | None = None
 
     # ---- model -------------------------------------------------------------------------------------------------
@@ -82,9 +84,11 @@ class CoarseTuningModule(L.LightningModule):
         key = unit_hash(self.hparams.init_seed, stage, step, batch_idx, self.global_rank)
         return torch.Generator().manual_seed(int(key * 2**62))
 
-    def losses(self, batch: QDPPBatch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """total, mlm, qdpp losses and QDPP accuracy on one batch."""
-        inputs = {key: value.to(self.device) for key, value in self.pair_tokenizer(batch.queries, batch.docs).items()}
+    def losses(self, batch: QDPPBatch, generator: torch.Generator | None = None,
+               count: TruncationCount | None = None) -> dict[str, torch.Tensor]:
+        """total, mlm, qdpp losses and QDPP accuracy on one batch; `count` adds the texts that were cut."""
+        tokens = self.pair_tokenizer(batch.queries, batch.docs, count)
+        inputs = {key: value.to(self.device) for key, value in tokens.items()}
         labels = None
         if self.hparams.mlm_weight > 0:
             inputs["input_ids"], labels = mask_tokens(
@@ -105,7 +109,8 @@ class CoarseTuningModule(L.LightningModule):
         return {"loss": total, "mlm_loss": mlm, "qdpp_loss": qdpp, "qdpp_acc": accuracy}
 
     def _step(self, batch: QDPPBatch, batch_idx: int, stage: str) -> torch.Tensor:
-        values = self.losses(batch, self._masking_generator(stage, batch_idx))
+        count = self.truncation.count(self, f"clicks_{stage}")  # training clicks, held-out val / test clicks
+        values = self.losses(batch, self._masking_generator(stage, batch_idx), count)
         for name, value in values.items():
             self.log(f"{stage}/{name}", value, prog_bar=name in ("loss", "qdpp_acc"), batch_size=len(batch.queries),
                      on_step=stage == "train", on_epoch=True, sync_dist=stage != "train")
@@ -125,6 +130,15 @@ class CoarseTuningModule(L.LightningModule):
 
     def test_step(self, batch: QDPPBatch, batch_idx: int) -> None:
         self._step(batch, batch_idx, "test")
+
+    def on_train_epoch_end(self) -> None:
+        self.truncation.report(self, "clicks_train")
+
+    def on_validation_epoch_end(self) -> None:
+        self.truncation.report(self, "clicks_val")
+
+    def on_test_epoch_end(self) -> None:
+        self.truncation.report(self, "clicks_test")
 
     def on_test_end(self) -> None:
         if self.hparams.metrics_path and self.trainer.is_global_zero:

@@ -36,7 +36,9 @@ from lit_ir.models.bi_encoder import EXPORT_KIND, BiEncoder
 from lit_ir.models.candidate_scorer import DotProductScorer
 from lit_ir.models.export import export_folder
 from lit_ir.models.hub import RANDOM_BERT
-from lit_ir.modules.shared import attached_datamodule, configure_optimizers, seeded_init
+from lit_ir.models.tokenization import TruncationCount
+from lit_ir.modules.shared import (TruncationLog, attached_datamodule, configure_optimizers, seeded_init,
+                                   train_split_name)
 from lit_ir.retrieval.dense import DenseIndex
 from lit_ir.retrieval.encoding import encode_texts
 
@@ -73,6 +75,7 @@ class CoderModule(L.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.scorer_factory = scorer or DotProductScorer
         self.loss_fn = CANDIDATE_LIST_LOSSES[loss]
+        self.truncation = TruncationLog({})  # the query limit is the encoder's, known once it is loaded
         self.model: BiEncoder | None = None
         self.scorer: nn.Module | None = None
         self._matrix: torch.Tensor | None = None  # the document embeddings, not a parameter or buffer
@@ -95,6 +98,7 @@ class CoderModule(L.LightningModule):
             for layer in self.model.query_encoder.modules():
                 if isinstance(layer, nn.Dropout):
                     layer.p = self.hparams.dropout
+        self.truncation.limits = {"query": f"encoder.query_max_length={self.model.query_max_length}"}
         self.model.train()  # Hugging Face loads in eval mode; Lightning keeps whatever mode it finds
         self.model.doc_encoder.requires_grad_(False).eval()
 
@@ -126,11 +130,12 @@ class CoderModule(L.LightningModule):
         torch.index_select(matrix, 0, flat, out=docs)
         return docs.view(*rows.shape, -1).to(self.device, non_blocking=True).float()
 
-    def score(self, encoder: BiEncoder, batch: CandidateBatch, docs: torch.Tensor | None = None) -> torch.Tensor:
+    def score(self, encoder: BiEncoder, batch: CandidateBatch, docs: torch.Tensor | None = None,
+              count: TruncationCount | None = None) -> torch.Tensor:
         """[b, n] scores of the batch's candidates: CODER's query encoder through `scorer`, or (the base model) a
-        plain dot product. `docs`: the gathered embeddings, when already at hand."""
+        plain dot product. `docs`: the gathered embeddings, when already at hand; `count` adds the cut queries."""
         docs = self.gather(batch.rows) if docs is None else docs
-        query = encoder.encode_queries(batch.queries)
+        query = encoder.encode_queries(batch.queries, count)
         return self.scorer(query, docs, batch.mask) if encoder is self.model else torch.einsum("bd,bnd->bn", query, docs)
 
     def on_fit_start(self) -> None:
@@ -147,10 +152,14 @@ class CoderModule(L.LightningModule):
             dataset.set_epoch(self.current_epoch)
 
     def training_step(self, batch: CandidateBatch, batch_idx: int) -> torch.Tensor:
-        scores = self.score(self.model, batch)
+        count = self.truncation.count(self, train_split_name(self.trainer.datamodule))
+        scores = self.score(self.model, batch, count=count)
         loss = self.loss_fn(scores, batch.labels, batch.mask)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch.queries))
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        self.truncation.report(self, train_split_name(self.trainer.datamodule))
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in [*self.model.query_encoder.parameters(), *self.scorer.parameters()] if p.requires_grad]
@@ -162,7 +171,10 @@ class CoderModule(L.LightningModule):
     # ---- reranking ---------------------------------------------------------------------------------------------
     def _eval_step(self, batch: CandidateBatch, dataloader_idx: int, with_base: bool) -> None:
         docs = self.gather(batch.rows)
-        outputs = [batch.query_index, batch.rows, batch.mask, self.score(self.model, batch, docs).float()]
+        datamodule = self.trainer.datamodule
+        split = datamodule.test_splits[dataloader_idx] if self.trainer.testing else datamodule.val_split
+        count = self.truncation.count(self, split)
+        outputs = [batch.query_index, batch.rows, batch.mask, self.score(self.model, batch, docs, count).float()]
         if with_base:
             outputs.append(self.score(self.base_model(), batch, docs).float())
         self._eval_outputs.setdefault(dataloader_idx, []).append(tuple(outputs))
@@ -209,6 +221,7 @@ class CoderModule(L.LightningModule):
         if outputs and not self.trainer.sanity_checking:
             split = self.trainer.datamodule.val_split
             self._log_metrics("val", split, "rerank", self._gathered_runs(split, outputs)[0])
+            self.truncation.report(self, split)
         self._eval_outputs.clear()
 
     def on_test_epoch_end(self) -> None:
@@ -218,6 +231,7 @@ class CoderModule(L.LightningModule):
             if not outputs:
                 continue
             runs = dict(zip(["rerank", "base_rerank"], self._gathered_runs(split, outputs)))
+            self.truncation.report(self, split)
             if self.trainer.is_global_zero:
                 runs.update(self.dense_runs(split))
             for system, run in runs.items():

@@ -22,8 +22,9 @@ from lit_ir.evaluation import evaluate_run
 from lit_ir.losses import RANKING_LOSSES
 from lit_ir.models.cross_encoder import EXPORT_KIND, CrossEncoder
 from lit_ir.models.export import export_folder
-from lit_ir.models.tokenization import PairTokenizer, check_length
-from lit_ir.modules.shared import configure_optimizers, resolve_pretrained, seeded_init
+from lit_ir.models.tokenization import PairTokenizer, TruncationCount, check_length
+from lit_ir.modules.shared import (TruncationLog, configure_optimizers, resolve_pretrained, seeded_init,
+                                   train_split_name)
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,8 @@ class CrossEncoderModule(L.LightningModule):
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.loss_fn = RANKING_LOSSES[loss]
+        self.truncation = TruncationLog({"query": f"model.max_query_length={max_query_length}",
+                                         "document": f"model.max_length={max_length}"})
         self.model: CrossEncoder | None = None
         self._eval_outputs: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
 
@@ -74,9 +77,14 @@ class CrossEncoderModule(L.LightningModule):
         """The model that reranks and is exported (SIR V1/V2: the current stage's compressor)."""
         return self.model
 
-    def score(self, queries: list[str], docs: list[str]) -> torch.Tensor:
-        inputs = {key: value.to(self.device) for key, value in self.pair_tokenizer(queries, docs).items()}
+    def score(self, queries: list[str], docs: list[str], count: TruncationCount | None = None) -> torch.Tensor:
+        """Scores of (query, document) pairs; `count` (optional) adds the texts that were cut to fit."""
+        inputs = {key: value.to(self.device) for key, value in self.pair_tokenizer(queries, docs, count).items()}
         return self.ranker(**inputs)
+
+    def eval_split(self, dataloader_idx: int) -> str:
+        datamodule = self.trainer.datamodule
+        return datamodule.test_splits[dataloader_idx] if self.trainer.testing else datamodule.val_split
 
     # ---- training ----------------------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
@@ -89,17 +97,22 @@ class CrossEncoderModule(L.LightningModule):
         width = len(batch.docs[0])
         queries = [query for query in batch.queries for _ in range(width)]
         docs = [doc for group in batch.docs for doc in group]
-        scores = self.score(queries, docs).view(len(batch.queries), width)
+        count = self.truncation.count(self, train_split_name(self.trainer.datamodule))
+        scores = self.score(queries, docs, count).view(len(batch.queries), width)
         loss = self.loss_fn(scores)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch.queries))
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        self.truncation.report(self, train_split_name(self.trainer.datamodule))
 
     def configure_optimizers(self):
         return configure_optimizers(self, self.optimizer_factory, self.scheduler_factory)
 
     # ---- reranking ---------------------------------------------------------------------------------------------
     def _eval_step(self, batch: PairBatch, dataloader_idx: int) -> None:
-        scores = self.score(batch.queries, batch.docs).float()
+        count = self.truncation.count(self, self.eval_split(dataloader_idx))
+        scores = self.score(batch.queries, batch.docs, count).float()
         self._eval_outputs.setdefault(dataloader_idx, []).append((batch.pair_index, scores.detach()))
 
     def validation_step(self, batch: PairBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -134,6 +147,7 @@ class CrossEncoderModule(L.LightningModule):
                 # the first metric of the validation split is what checkpoints and early stopping monitor
                 name = f"{stage}/{metric}" if stage == "val" else f"{stage}/{split}/{metric}"
                 self.log(name, value, prog_bar=stage == "val" and metric == self.hparams.monitor, sync_dist=False)
+            self.truncation.report(self, split)
         self._eval_outputs.clear()
         return runs
 

@@ -1,16 +1,25 @@
-"""What the LightningModules share: the pretrained model's folder, seeded new weights, optimizer + scheduler."""
+"""What the LightningModules share: the pretrained model's folder, seeded new weights, optimizer + scheduler, and
+the count of truncated texts per split."""
 
 from __future__ import annotations
 
 import contextlib
 import inspect
+import json
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import lightning as L
 import torch
+import torch.distributed as dist
 
 from lit_ir.models.hub import RANDOM_BERT, resolve_model
+from lit_ir.models.tokenization import TruncationCount
+from lit_ir.utils.io import write_json
+
+log = logging.getLogger(__name__)
+TRUNCATION_FILE = "truncation.json"  # in the run folder (the trainer's default_root_dir)
 
 
 def build_model(module: L.LightningModule, datamodule: L.LightningDataModule) -> None:
@@ -73,3 +82,61 @@ def configure_optimizers(module: L.LightningModule,
     extra = {"num_training_steps": steps} if needs_length else {}
     scheduler = scheduler_factory(optimizer=optimizer, **extra)
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class TruncationLog:
+    """Truncated queries and documents, counted once per split (the first pass over it: the first training epoch,
+    the first validation) from the tokenizer output the module computes anyway, then logged once and written to
+    `<run folder>/truncation.json` (split -> counts and the settings that cut them).
+
+    `limits` names the settings, e.g. {"query": "model.max_query_length=16", "document": "model.max_length=64"}.
+    """
+
+    def __init__(self, limits: dict[str, str]):
+        self.limits = limits
+        self._counts: dict[str, TruncationCount] = {}
+        self._reported: set[str] = set()
+
+    def count(self, module: L.LightningModule, split: str | None) -> TruncationCount | None:
+        """Where to count `split`'s texts now; None when it is already reported (or in the sanity check)."""
+        if split is None or split in self._reported or module.trainer.sanity_checking:
+            return None
+        return self._counts.setdefault(split, TruncationCount())
+
+    def report(self, module: L.LightningModule, split: str | None) -> None:
+        """Log and write `split`'s counts (on every rank, collectively: counts are merged over DDP ranks)."""
+        if split is None or split in self._reported or split not in self._counts:
+            return
+        count = self._counts.pop(split)
+        self._reported.add(split)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            counts = [None] * dist.get_world_size()
+            dist.all_gather_object(counts, count)
+            count = TruncationCount()
+            for other in counts:
+                count.merge(other)
+        summary = count.summary()
+        if module.trainer.is_global_zero:
+            self._log(split, summary)
+            path = Path(module.trainer.default_root_dir) / TRUNCATION_FILE
+            written = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+            write_json({**written, split: {**summary, "limits": self.limits}}, path)
+
+    def _log(self, split: str, summary: dict[str, int]) -> None:
+        cut = summary["truncated_queries"] or summary["truncated_documents"]
+        parts = []
+        if summary["queries"]:
+            parts.append(f"{summary['truncated_queries']} of {summary['queries']} queries "
+                         f"({summary['truncated_queries'] / summary['queries']:.0%}) were cut to "
+                         f"{self.limits['query']} tokens")
+        if summary["documents"]:
+            parts.append(f"{summary['truncated_documents']} of {summary['documents']} documents "
+                         f"({summary['truncated_documents'] / summary['documents']:.0%}) were cut to fit "
+                         f"{self.limits['document']}")
+        if parts:
+            log.log(logging.WARNING if cut else logging.INFO, "split %s: %s", split, "; ".join(parts))
+
+
+def train_split_name(datamodule) -> str:
+    """The training split(s) as one name, e.g. "train" or "fold1+fold2"."""
+    return "+".join(getattr(datamodule, "train_splits", None) or ["train"])

@@ -30,8 +30,9 @@ from lit_ir.data.rerank import GroupBatch
 from lit_ir.errors import InputError
 from lit_ir.models.cross_encoder import CrossEncoder
 from lit_ir.models.sir import CPR_MODES, SEQUENTIAL, STRATEGIES, Levels, level_losses, level_plan, run_levels
+from lit_ir.models.tokenization import TruncationCount
 from lit_ir.modules.cross_encoder import CrossEncoderModule
-from lit_ir.modules.shared import configure_optimizers
+from lit_ir.modules.shared import configure_optimizers, train_split_name
 
 log = logging.getLogger(__name__)
 INIT_POLICIES = {"v1": "pretrained", "v2": "previous"}
@@ -158,8 +159,8 @@ class SIRModule(CrossEncoderModule):
                 scores.append(model(**inputs))
         return torch.cat(scores).float()
 
-    def score(self, queries: list[str], docs: list[str]) -> torch.Tensor:
-        tokens = self.pair_tokenizer(queries, docs)
+    def score(self, queries: list[str], docs: list[str], count: TruncationCount | None = None) -> torch.Tensor:
+        tokens = self.pair_tokenizer(queries, docs, count)
         return self._score_rows(self.ranker, tokens, torch.arange(len(queries)), grad=False)  # reranking only
 
     def _selection_generator(self) -> torch.Generator:
@@ -181,7 +182,8 @@ class SIRModule(CrossEncoderModule):
             raise InputError(f"a training block has {width} documents but model.levels starts with "
                              f"{self.levels.widths[0]}")
         queries = [query for query in batch.queries for _ in range(width)]
-        tokens = self.pair_tokenizer(queries, [doc for block in batch.docs for doc in block])  # once per block
+        count = self.truncation.count(self, train_split_name(self.trainer.datamodule))
+        tokens = self.pair_tokenizer(queries, [doc for block in batch.docs for doc in block], count)  # once per block
         for stage in range(self.stage):  # frozen compressors select without dropout
             self.stage_model(stage).eval()
         offsets = torch.arange(blocks).unsqueeze(1) * width
