@@ -93,11 +93,11 @@ def test_encode_documents_resumes_after_a_crash(tiny_model, tmp_path, monkeypatc
 
     real_write, calls = EmbeddingStoreWriter.write, []
 
-    def crash_on_third_chunk(self, start, embeddings):
+    def crash_on_third_chunk(self, start, embeddings, **kwargs):
         calls.append(start)
         if len(calls) == 3:
             raise KeyboardInterrupt("simulated crash")
-        real_write(self, start, embeddings)
+        real_write(self, start, embeddings, **kwargs)
 
     monkeypatch.setattr(EmbeddingStoreWriter, "write", crash_on_third_chunk)
     with pytest.raises(KeyboardInterrupt):
@@ -106,15 +106,37 @@ def test_encode_documents_resumes_after_a_crash(tiny_model, tmp_path, monkeypatc
     monkeypatch.setattr(EmbeddingStoreWriter, "write", real_write)
     resumed_writes = []
     monkeypatch.setattr(EmbeddingStoreWriter, "write",
-                        lambda self, start, e: (resumed_writes.append(start), real_write(self, start, e)))
+                        lambda self, start, e, **kw: (resumed_writes.append(start), real_write(self, start, e, **kw)))
     crashed = encode_documents(encoder, DOCS, tmp_path / "crashed", chunk_size=5, progress=False)
     assert resumed_writes == [10, 15, 20]  # the two chunks written before the crash were not encoded again
     assert (tmp_path / "crashed" / "embeddings.bin").read_bytes() == (tmp_path / "whole" / "embeddings.bin").read_bytes()
-    assert crashed.meta == whole.meta
+    assert crashed.meta == whole.meta  # the count of truncated documents included, across the crash
 
     other = BiEncoder.from_pretrained(tiny_model, pooling="cls")
     with pytest.raises(Exception, match="pooling: store has 'mean', expected 'cls'"):
         encode_documents(other, DOCS, tmp_path / "whole", progress=False)  # the store was made by another encoder
+
+
+def test_the_store_counts_the_documents_cut_to_the_encoder_length(tiny_model, tmp_path, monkeypatch):
+    encoder = BiEncoder.from_pretrained(tiny_model, pooling="mean", doc_max_length=4)
+    expected = sum(len(encoder.tokenizer(text)["input_ids"]) > 4 for text in DOCS.values())
+    assert 0 < expected < len(DOCS)
+    store = encode_documents(encoder, DOCS, tmp_path / "store", chunk_size=5, progress=False)
+    assert store.meta["truncated_documents"] == expected
+    # crashed after two chunks and resumed: the chunks written before the crash still count
+    real_write = EmbeddingStoreWriter.write
+
+    def crash_on_third_chunk(self, start, embeddings, **kwargs):
+        if start == 10:
+            raise KeyboardInterrupt("simulated crash")
+        real_write(self, start, embeddings, **kwargs)
+
+    monkeypatch.setattr(EmbeddingStoreWriter, "write", crash_on_third_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        encode_documents(encoder, DOCS, tmp_path / "resumed", chunk_size=5, progress=False)
+    monkeypatch.setattr(EmbeddingStoreWriter, "write", real_write)
+    resumed = encode_documents(encoder, DOCS, tmp_path / "resumed", chunk_size=5, progress=False)
+    assert resumed.meta["truncated_documents"] == expected
 
 
 def test_shards_split_rows_contiguously():

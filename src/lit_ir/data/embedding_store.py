@@ -4,7 +4,8 @@ A finished store is a folder:
 
     <path>/embeddings.bin   count x dim, float16 or float32, row-major, no header (np.memmap)
     <path>/ids.txt          one doc id per line: the id of each row
-    <path>/store.json       format, count, dim, dtype, and the encoder's fingerprint (see BiEncoder.fingerprint)
+    <path>/store.json       format, count, dim, dtype, the encoder's fingerprint (see BiEncoder.fingerprint), and
+                            how many documents were cut to the encoder's doc_max_length
 
 `EmbeddingStoreWriter` fills `<path>.partial/` instead and renames it to `<path>` only once every row is written,
 so a crash never leaves a half store under the final name. Each writer (one per DDP rank) fills a contiguous slice of
@@ -82,7 +83,7 @@ class EmbeddingStore:
         self.dtype = np.dtype(sidecar["dtype"])
         self.fingerprint: dict = dict(sidecar.get("fingerprint", {}))
         self.meta = {**self.fingerprint, "count": len(ids), "dim": self.dim, "dtype": self.dtype.name,
-                     "ids_digest": sidecar.get("ids_digest")}
+                     "ids_digest": sidecar.get("ids_digest"), "truncated_documents": sidecar.get("truncated_documents")}
         self._row_of: dict[str, int] | None = None
 
     @classmethod
@@ -232,6 +233,7 @@ class EmbeddingStoreWriter:
         self._open_partial(overwrite)
         self._progress_file = self.partial / f"progress-{self.rows[0]}-{self.rows[1]}.json"
         self._done = _merge(_read_progress(self._progress_file))
+        self._truncated = _read_truncated(self._progress_file)  # documents cut to the encoder's length, so far
         self._fd = os.open(self.partial / EMBEDDINGS_FILE, os.O_RDWR)
 
     def _open_partial(self, overwrite: bool) -> None:
@@ -269,9 +271,10 @@ class EmbeddingStoreWriter:
     def rows_done(self) -> int:
         return self.rows[1] - self.rows[0] - sum(end - start for start, end in self.pending())
 
-    def write(self, start: int, embeddings: np.ndarray | torch.Tensor) -> None:
+    def write(self, start: int, embeddings: np.ndarray | torch.Tensor, truncated: int = 0) -> None:
         """Write rows start..start+len(embeddings) and record them as done: data reaches the disk (fsync) before
-        the progress file says so, so a resumed run never trusts rows that were lost in a crash."""
+        the progress file says so, so a resumed run never trusts rows that were lost in a crash. `truncated`:
+        how many of these documents were cut to the encoder's length (summed into the finished store's sidecar)."""
         if isinstance(embeddings, torch.Tensor):
             embeddings = embeddings.detach().float().cpu().numpy()
         embeddings = np.ascontiguousarray(embeddings, dtype=self.dtype)
@@ -284,7 +287,9 @@ class EmbeddingStoreWriter:
         os.pwrite(self._fd, embeddings.tobytes(), start * row_bytes)
         os.fsync(self._fd)
         self._done = _merge(self._done + [(start, end)])
-        write_json({"rows": list(self.rows), "done": [list(r) for r in self._done]}, self._progress_file)
+        self._truncated += truncated
+        write_json({"rows": list(self.rows), "done": [list(r) for r in self._done], "truncated": self._truncated},
+                   self._progress_file)
 
     def finalize(self) -> EmbeddingStore:
         """Check that every row of the store (all slices) is written, then publish it under the final name.
@@ -296,7 +301,8 @@ class EmbeddingStoreWriter:
         if missing:
             raise InputError(f"{self.partial}: cannot finalise, rows not written yet: {missing[:5]}"
                              + (" ..." if len(missing) > 5 else ""))
-        write_json(self.plan, self.partial / SIDECAR_FILE)
+        truncated = sum(_read_truncated(progress) for progress in self.partial.glob("progress-*.json"))
+        write_json({**self.plan, "truncated_documents": truncated}, self.partial / SIDECAR_FILE)
         for progress in self.partial.glob("progress-*.json"):
             progress.unlink()
         (self.partial / PLAN_FILE).unlink()
@@ -329,6 +335,10 @@ def _read_progress(path: Path) -> list[tuple[int, int]]:
     if not path.is_file():
         return []
     return [(int(start), int(end)) for start, end in json.loads(path.read_text(encoding="utf-8"))["done"]]
+
+
+def _read_truncated(path: Path) -> int:
+    return int(json.loads(path.read_text(encoding="utf-8")).get("truncated", 0)) if path.is_file() else 0
 
 
 def _all_progress(partial: Path) -> list[tuple[int, int]]:

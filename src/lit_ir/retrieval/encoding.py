@@ -23,12 +23,15 @@ from tqdm.auto import tqdm
 from lit_ir.data.embedding_store import EmbeddingStore, EmbeddingStoreWriter
 from lit_ir.errors import InputError
 from lit_ir.models.bi_encoder import BiEncoder
+from lit_ir.models.tokenization import TruncationCount
 
 log = logging.getLogger(__name__)
 
 
-def encode_texts(encoder: BiEncoder, texts: Sequence[str], side: str = "query", batch_size: int = 64) -> np.ndarray:
-    """[len(texts), dim] float32 embeddings of queries (`side="query"`) or documents (`side="doc"`)."""
+def encode_texts(encoder: BiEncoder, texts: Sequence[str], side: str = "query", batch_size: int = 64,
+                 count: TruncationCount | None = None) -> np.ndarray:
+    """[len(texts), dim] float32 embeddings of queries (`side="query"`) or documents (`side="doc"`); `count`
+    (optional) adds the texts that were cut to the encoder's length."""
     if side not in ("query", "doc"):
         raise ValueError(f"side must be 'query' or 'doc', got {side!r}")
     tokenize = encoder.tokenize_queries if side == "query" else encoder.tokenize_docs
@@ -41,7 +44,7 @@ def encode_texts(encoder: BiEncoder, texts: Sequence[str], side: str = "query", 
         with torch.inference_mode():
             for start in range(0, len(texts), batch_size):
                 batch = order[start : start + batch_size]
-                out[batch] = embed(tokenize([texts[i] for i in batch])).float().cpu().numpy()
+                out[batch] = embed(tokenize([texts[i] for i in batch], count)).float().cpu().numpy()
     finally:
         encoder.train(was_training)
     return out
@@ -106,15 +109,19 @@ def encode_documents(
         for start, end in writer.pending():
             for chunk_start in range(start, end, chunk_size):
                 chunk_ids = doc_ids[chunk_start : min(chunk_start + chunk_size, end)]
-                embeddings = encode_texts(encoder, [docs[doc_id] for doc_id in chunk_ids], "doc", batch_size)
-                writer.write(chunk_start, embeddings)
+                count = TruncationCount()
+                embeddings = encode_texts(encoder, [docs[doc_id] for doc_id in chunk_ids], "doc", batch_size, count)
+                writer.write(chunk_start, embeddings, truncated=count.cut_documents)
                 bar.update(len(chunk_ids))
     finally:
         bar.close()
         writer.close()
     _barrier(distributed)
     if rank == 0:
-        writer.finalize()
+        truncated = writer.finalize().meta["truncated_documents"]
+        log.log(logging.WARNING if truncated else logging.INFO, "%s: %d of %d documents (%.0f%%) were cut to "
+                "doc_max_length=%d tokens", path, truncated, len(doc_ids), 100 * truncated / len(doc_ids),
+                encoder.doc_max_length)
     _barrier(distributed)
     return EmbeddingStore.open(path)
 
