@@ -37,8 +37,8 @@ from lit_ir.models.candidate_scorer import DotProductScorer
 from lit_ir.models.export import export_folder
 from lit_ir.models.hub import RANDOM_BERT
 from lit_ir.models.tokenization import TruncationCount
-from lit_ir.modules.shared import (TruncationLog, attached_datamodule, configure_optimizers, seeded_init,
-                                   train_split_name)
+from lit_ir.modules.shared import (TruncationLog, attached_datamodule, configure_optimizers, eval_split,
+                                   seeded_init, train_split_name)
 from lit_ir.retrieval.dense import DenseIndex
 from lit_ir.retrieval.encoding import encode_texts
 
@@ -171,9 +171,7 @@ class CoderModule(L.LightningModule):
     # ---- reranking ---------------------------------------------------------------------------------------------
     def _eval_step(self, batch: CandidateBatch, dataloader_idx: int, with_base: bool) -> None:
         docs = self.gather(batch.rows)
-        datamodule = self.trainer.datamodule
-        split = datamodule.test_splits[dataloader_idx] if self.trainer.testing else datamodule.val_split
-        count = self.truncation.count(self, split)
+        count = self.truncation.count(self, eval_split(self.trainer, dataloader_idx))
         outputs = [batch.query_index, batch.rows, batch.mask, self.score(self.model, batch, docs, count).float()]
         if with_base:
             outputs.append(self.score(self.base_model(), batch, docs).float())

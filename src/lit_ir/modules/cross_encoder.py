@@ -23,8 +23,8 @@ from lit_ir.losses import RANKING_LOSSES
 from lit_ir.models.cross_encoder import EXPORT_KIND, CrossEncoder
 from lit_ir.models.export import export_folder
 from lit_ir.models.tokenization import PairTokenizer, TruncationCount, check_length
-from lit_ir.modules.shared import (TruncationLog, configure_optimizers, resolve_pretrained, seeded_init,
-                                   train_split_name)
+from lit_ir.modules.shared import (TruncationLog, configure_optimizers, eval_split, resolve_pretrained,
+                                   seeded_init, train_split_name)
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +82,6 @@ class CrossEncoderModule(L.LightningModule):
         inputs = {key: value.to(self.device) for key, value in self.pair_tokenizer(queries, docs, count).items()}
         return self.ranker(**inputs)
 
-    def eval_split(self, dataloader_idx: int) -> str:
-        datamodule = self.trainer.datamodule
-        return datamodule.test_splits[dataloader_idx] if self.trainer.testing else datamodule.val_split
-
     # ---- training ----------------------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
         # negatives are drawn per (seed, epoch, index): tell the dataset which epoch this is
@@ -111,7 +107,7 @@ class CrossEncoderModule(L.LightningModule):
 
     # ---- reranking ---------------------------------------------------------------------------------------------
     def _eval_step(self, batch: PairBatch, dataloader_idx: int) -> None:
-        count = self.truncation.count(self, self.eval_split(dataloader_idx))
+        count = self.truncation.count(self, eval_split(self.trainer, dataloader_idx))
         scores = self.score(batch.queries, batch.docs, count).float()
         self._eval_outputs.setdefault(dataloader_idx, []).append((batch.pair_index, scores.detach()))
 

@@ -140,3 +140,9 @@ class TruncationLog:
 def train_split_name(datamodule) -> str:
     """The training split(s) as one name, e.g. "train" or "fold1+fold2"."""
     return "+".join(getattr(datamodule, "train_splits", None) or ["train"])
+
+
+def eval_split(trainer: L.Trainer, dataloader_idx: int) -> str:
+    """The split an evaluation batch belongs to: a test split by loader index, or the validation split."""
+    datamodule = trainer.datamodule
+    return datamodule.test_splits[dataloader_idx] if trainer.testing else datamodule.val_split
