@@ -28,13 +28,7 @@ TINY_SIR = ["sir.levels_3=[6,4,2]", "sir.levels_4=[6,4,3,2]", "sir.levels_v0=[6]
 EPOCHS = {"v1": 3, "v2": 3}  # one epoch per compressor; one epoch for the others
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models gain nothing from 2 threads, and on shared cores competing threads made steps 5-30x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def compose_sir(tmp_path, cache, experiment: str, overrides: list[str] = ()):

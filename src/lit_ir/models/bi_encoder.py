@@ -22,8 +22,9 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModel, AutoTokenizer
+from transformers import AutoTokenizer
 
+from lit_ir.models.backbone import load_backbone
 from lit_ir.models.hub import resolve_model
 
 log = logging.getLogger(__name__)
@@ -48,17 +49,6 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> to
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
     raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
-
-
-def load_encoder(path: str | Path) -> nn.Module:
-    """A Hugging Face encoder without its pooler: the pooler is unused here and unused weights break DDP's sync.
-
-    Only BERT-like classes take `add_pooling_layer`; DistilBERT (TAS-B) has no pooler and rejects the argument.
-    """
-    try:
-        return AutoModel.from_pretrained(path, add_pooling_layer=False)
-    except TypeError:
-        return AutoModel.from_pretrained(path)
 
 
 class BiEncoder(nn.Module):
@@ -137,8 +127,8 @@ class BiEncoder(nn.Module):
             settings["shared"] = False
         elif doc_folder != folder:
             settings["shared"] = False  # a saved pair with trained query weights: never collapse it to one
-        query_encoder = load_encoder(query_folder)
-        doc_encoder = None if settings.pop("shared") else load_encoder(doc_folder)
+        query_encoder = load_backbone(query_folder)
+        doc_encoder = None if settings.pop("shared") else load_backbone(doc_folder)
         tokenizer = AutoTokenizer.from_pretrained(query_folder)
         return cls(query_encoder, tokenizer, doc_encoder, name=name, **settings)
 

@@ -1,5 +1,6 @@
 """monoBERT-style cross-encoder: a transformer reads `[CLS] query [SEP] document [SEP]` and a linear head on
-[CLS] gives the relevance score."""
+[CLS] gives the relevance score. The backbone can be any encoder architecture `models.backbone` loads (BERT,
+ELECTRA, DistilBERT, RoBERTa)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel
+
+from lit_ir.models.backbone import hidden_dropout, load_backbone, segment_count
 
 HEAD_FILE = "score_head.pt"
 
@@ -17,8 +19,11 @@ class CrossEncoder(nn.Module):
         super().__init__()
         self.backbone = backbone
         hidden = backbone.config.hidden_size
-        self.dropout = nn.Dropout(getattr(backbone.config, "hidden_dropout_prob", 0.1))
+        self.dropout = nn.Dropout(hidden_dropout(backbone.config))
         self.score_head = nn.Linear(hidden, 1)
+        # the document segment (token type 1) exists only where the backbone embeds two segments (not RoBERTa,
+        # DistilBERT): elsewhere the pair is read as one segment
+        self.segments = segment_count(backbone)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, dropout: float | None = None) -> "CrossEncoder":
@@ -27,12 +32,8 @@ class CrossEncoder(nn.Module):
         A folder written by `save_pretrained` also restores the score head; any other folder (a plain BERT, a
         coarse-tuned checkpoint) starts with a freshly initialised head.
         """
-        config = AutoConfig.from_pretrained(path)
-        if dropout is not None:
-            config.hidden_dropout_prob = config.attention_probs_dropout_prob = dropout
         # no pooler: monoBERT scores from the [CLS] vector, and an unused pooler breaks DDP's gradient sync
-        backbone = AutoModel.from_pretrained(path, config=config, add_pooling_layer=False)
-        model = cls(backbone)
+        model = cls(load_backbone(path, dropout=dropout))
         if (head := Path(path) / HEAD_FILE).is_file():
             model.score_head.load_state_dict(torch.load(head, map_location="cpu"))
         return model
@@ -45,6 +46,8 @@ class CrossEncoder(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Scores of shape [batch] for a batch of tokenised (query, document) pairs."""
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
-                               token_type_ids=token_type_ids).last_hidden_state
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None and self.segments >= 2:
+            inputs["token_type_ids"] = token_type_ids
+        hidden = self.backbone(**inputs).last_hidden_state
         return self.score_head(self.dropout(hidden[:, 0])).squeeze(-1)
