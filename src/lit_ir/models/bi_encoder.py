@@ -4,10 +4,11 @@ The query and document encoders share one set of weights (TAS-B, RepBERT, BERT-D
 weights (CODER fine-tunes the query encoder only, so after training the two differ). A text's embedding is the
 [CLS] vector (`pooling="cls"`: TAS-B, BERT-Dot) or the mean of its token vectors over the attention mask
 (`pooling="mean"`: RepBERT, sentence-transformers MiniLM). With `similarity="cosine"` embeddings are L2-normalised,
-so a plain inner product (FAISS IndexFlatIP, `score`) gives cosine similarity.
+so a plain inner product (FAISS IndexFlatIP, `score`) gives cosine similarity. Each side can be read as its own
+segment (`query_token_type`, `doc_token_type`): RepBERT encodes documents with token_type_ids = 1 and queries with 0.
 
 Documents are encoded once into an `EmbeddingStore`; `fingerprint()` describes the document side so that a store
-made by another model, pooling, length or dimension is refused before it is used.
+made by another model, pooling, length, segment or dimension is refused before it is used.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoTokenizer
 
-from lit_ir.models.backbone import load_backbone
+from lit_ir.models.backbone import load_backbone, segment_count
 from lit_ir.models.hub import resolve_model
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,8 @@ POOLINGS = ("cls", "mean")
 SIMILARITIES = ("dot", "cosine")
 CONFIG_FILE = "bi_encoder.json"
 DOC_ENCODER_DIR = "doc_encoder"  # the document encoder of a saved bi-encoder with separate weights
-DEFAULTS = {"shared": True, "pooling": "cls", "similarity": "dot", "query_max_length": 32, "doc_max_length": 256}
+DEFAULTS = {"shared": True, "pooling": "cls", "similarity": "dot", "query_max_length": 32, "doc_max_length": 256,
+            "query_token_type": 0, "doc_token_type": 0}
 
 
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
@@ -62,6 +64,8 @@ class BiEncoder(nn.Module):
         query_max_length: int = 32,
         doc_max_length: int = 256,
         name: str = "",
+        query_token_type: int = 0,
+        doc_token_type: int = 0,
     ):
         super().__init__()
         if pooling not in POOLINGS:
@@ -70,6 +74,12 @@ class BiEncoder(nn.Module):
             raise ValueError(f"unknown similarity {similarity!r}; choose one of {SIMILARITIES}")
         if query_max_length < 1 or doc_max_length < 1:
             raise ValueError(f"max lengths must be >= 1, got query {query_max_length}, doc {doc_max_length}")
+        for side, token_type, encoder in (("query", query_token_type, query_encoder),
+                                          ("doc", doc_token_type, doc_encoder or query_encoder)):
+            if token_type and not 0 <= token_type < segment_count(encoder):
+                raise ValueError(f"{side}_token_type={token_type}, but the encoder ({type(encoder).__name__}) embeds "
+                                 f"{segment_count(encoder)} token types")
+        self.query_token_type, self.doc_token_type = query_token_type, doc_token_type
         self.query_encoder = query_encoder
         # registered once when shared: parameters() yields each weight once and the optimizer sees no duplicates
         self.doc_encoder = query_encoder if doc_encoder is None else doc_encoder
@@ -100,6 +110,8 @@ class BiEncoder(nn.Module):
         similarity: Similarity | None = None,
         query_max_length: int | None = None,
         doc_max_length: int | None = None,
+        query_token_type: int | None = None,
+        doc_token_type: int | None = None,
         query_path: str | Path | None = None,
         cache_dir: str | Path | None = None,
         vocab_texts: Iterable[str] | None = None,
@@ -116,7 +128,8 @@ class BiEncoder(nn.Module):
         folder = resolve_model(name, cache_dir=cache_dir, vocab_texts=vocab_texts)
         saved = json.loads((folder / CONFIG_FILE).read_text()) if (folder / CONFIG_FILE).is_file() else {}
         given = {"shared": shared, "pooling": pooling, "similarity": similarity,
-                 "query_max_length": query_max_length, "doc_max_length": doc_max_length}
+                 "query_max_length": query_max_length, "doc_max_length": doc_max_length,
+                 "query_token_type": query_token_type, "doc_token_type": doc_token_type}
         settings = {key: value if value is not None else saved.get(key, DEFAULTS[key]) for key, value in given.items()}
         name = saved.get("name", name) if folder == Path(name).expanduser() else name
 
@@ -142,7 +155,8 @@ class BiEncoder(nn.Module):
         if not self.shared:
             self.doc_encoder.save_pretrained(path / DOC_ENCODER_DIR)
         settings = {"name": self.name, "shared": self.shared, "pooling": self.pooling, "similarity": self.similarity,
-                    "query_max_length": self.query_max_length, "doc_max_length": self.doc_max_length}
+                    "query_max_length": self.query_max_length, "doc_max_length": self.doc_max_length,
+                    "query_token_type": self.query_token_type, "doc_token_type": self.doc_token_type}
         (path / CONFIG_FILE).write_text(json.dumps(settings, indent=2) + "\n")
         return path
 
@@ -158,18 +172,21 @@ class BiEncoder(nn.Module):
     def tokenize_docs(self, texts: list[str]) -> dict[str, torch.Tensor]:
         return self.tokenize(texts, self.doc_max_length)
 
-    def embed(self, encoder: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Tokenised batch -> [batch, dim] embeddings, pooled, normalised when similarity is cosine."""
+    def embed(self, encoder: nn.Module, inputs: dict[str, torch.Tensor], token_type: int = 0) -> torch.Tensor:
+        """Tokenised batch -> [batch, dim] embeddings, pooled, normalised when similarity is cosine. Every token
+        (padding too, as RepBERT does) gets segment `token_type`."""
         inputs = {key: value.to(self.device) for key, value in inputs.items()}
+        if token_type:
+            inputs["token_type_ids"] = torch.full_like(inputs["input_ids"], token_type)
         hidden = encoder(**inputs).last_hidden_state
         embeddings = pool(hidden, inputs["attention_mask"], self.pooling)
         return F.normalize(embeddings, dim=-1) if self.similarity == "cosine" else embeddings
 
     def embed_queries(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.embed(self.query_encoder, inputs)
+        return self.embed(self.query_encoder, inputs, self.query_token_type)
 
     def embed_docs(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.embed(self.doc_encoder, inputs)
+        return self.embed(self.doc_encoder, inputs, self.doc_token_type)
 
     def encode_queries(self, texts: list[str]) -> torch.Tensor:
         """[n, dim]. Keeps the autograd graph (training the query encoder); wrap in torch.inference_mode to infer."""
@@ -194,13 +211,14 @@ class BiEncoder(nn.Module):
 
     # ---- identity ----------------------------------------------------------------------------------------------
     def fingerprint(self) -> dict:
-        """What decides a document embedding: model, pooling, similarity, document length, dimension, and a hash
-        of the document encoder's weights (so a fine-tuned copy under the same name is told apart)."""
+        """What decides a document embedding: model, pooling, similarity, document length and segment, dimension,
+        and a hash of the document encoder's weights (so a fine-tuned copy under the same name is told apart)."""
         return {
             "model": self.name,
             "pooling": self.pooling,
             "similarity": self.similarity,
             "doc_max_length": self.doc_max_length,
+            "doc_token_type": self.doc_token_type,
             "dim": self.dim,
             "weights_sha": weights_sha(self.doc_encoder),
         }

@@ -101,7 +101,8 @@ class CoderModule(L.LightningModule):
         """The untrained base model: the frozen document encoder on both sides."""
         m = self.model
         return BiEncoder(m.doc_encoder, m.tokenizer, pooling=m.pooling, similarity=m.similarity,
-                         query_max_length=m.query_max_length, doc_max_length=m.doc_max_length, name=m.name)
+                         query_max_length=m.query_max_length, doc_max_length=m.doc_max_length, name=m.name,
+                         query_token_type=m.query_token_type, doc_token_type=m.doc_token_type)
 
     def doc_matrix(self) -> torch.Tensor:
         """The store's embeddings, checked against the document encoder first (InputError for another model or

@@ -172,6 +172,8 @@ class DenseFirstStage:
     def store_path(self, collection: Collection) -> Path:
         """Where this encoder's embeddings of `collection` live (what `python -m lit_ir.encode` writes too)."""
         document_side = {key: self.encoder_config.get(key) for key in DOC_SIDE_SETTINGS}
+        if self.encoder_config.get("doc_token_type"):  # only when set: stores of segment-0 encoders keep their key
+            document_side["doc_token_type"] = self.encoder_config["doc_token_type"]
         key = _hash(document_side, self.dtype, _fingerprint(collection.docs()))
         return self.cache_dir / _safe_name(collection.name) / f"dense-{key}"
 
