@@ -6,6 +6,9 @@ pairwise max-margin ablation). Only the query encoder (and a learnable scorer) t
 frozen copy of the base model, kept for export and for the base-model comparison runs.
 
 The embedding matrix lives on the GPU when it fits there, else in pinned CPU memory (`EmbeddingStore.to_tensor`).
+Under mixed precision (trainer=gpu: bf16-mixed) the query encoder runs in bf16, but candidate scores and the loss are
+computed in fp32, as the authors do: bf16 dot products of 768-d embeddings (~100) have steps of 0.5, so the top
+candidates would tie and the ties fall to document order.
 
 Validation reranks the validation split's first-stage candidates and logs the metrics (every
 `trainer.val_check_interval` steps). Test writes, per test split, into `run_dir`:
@@ -20,8 +23,9 @@ Validation reranks the validation split's first-stage candidates and logs the me
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import lightning as L
@@ -127,11 +131,22 @@ class CoderModule(L.LightningModule):
         return docs.view(*rows.shape, -1).to(self.device, non_blocking=True).float()
 
     def score(self, encoder: BiEncoder, batch: CandidateBatch, docs: torch.Tensor | None = None) -> torch.Tensor:
-        """[b, n] scores of the batch's candidates: CODER's query encoder through `scorer`, or (the base model) a
-        plain dot product. `docs`: the gathered embeddings, when already at hand."""
+        """[b, n] fp32 scores of the batch's candidates: CODER's query encoder through `scorer`, or (the base model) a
+        plain dot product. `docs`: the gathered embeddings, when already at hand. The query encoder runs in whatever
+        precision the trainer set; the scores do not (see the module docstring)."""
         docs = self.gather(batch.rows) if docs is None else docs
         query = encoder.encode_queries(batch.queries)
-        return self.scorer(query, docs, batch.mask) if encoder is self.model else torch.einsum("bd,bnd->bn", query, docs)
+        with self.full_precision():
+            query, docs = query.float(), docs.float()
+            if encoder is self.model:
+                return self.scorer(query, docs, batch.mask)
+            return torch.einsum("bd,bnd->bn", query, docs)
+
+    @contextlib.contextmanager
+    def full_precision(self) -> Iterator[None]:
+        """fp32 inside, whatever autocast (bf16-mixed, 16-mixed) the trainer runs the step under."""
+        with torch.autocast(self.device.type, enabled=False):
+            yield
 
     def on_fit_start(self) -> None:
         self.doc_matrix()  # a mismatched store fails here, before the first step
@@ -148,7 +163,8 @@ class CoderModule(L.LightningModule):
 
     def training_step(self, batch: CandidateBatch, batch_idx: int) -> torch.Tensor:
         scores = self.score(self.model, batch)
-        loss = self.loss_fn(scores, batch.labels, batch.mask)
+        with self.full_precision():
+            loss = self.loss_fn(scores, batch.labels, batch.mask)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch.queries))
         return loss
 
@@ -162,9 +178,9 @@ class CoderModule(L.LightningModule):
     # ---- reranking ---------------------------------------------------------------------------------------------
     def _eval_step(self, batch: CandidateBatch, dataloader_idx: int, with_base: bool) -> None:
         docs = self.gather(batch.rows)
-        outputs = [batch.query_index, batch.rows, batch.mask, self.score(self.model, batch, docs).float()]
+        outputs = [batch.query_index, batch.rows, batch.mask, self.score(self.model, batch, docs)]
         if with_base:
-            outputs.append(self.score(self.base_model(), batch, docs).float())
+            outputs.append(self.score(self.base_model(), batch, docs))
         self._eval_outputs.setdefault(dataloader_idx, []).append(tuple(outputs))
 
     def validation_step(self, batch: CandidateBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
