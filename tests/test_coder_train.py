@@ -163,6 +163,11 @@ def test_paper_experiments_compose_and_fail_fast_offline(tmp_path, shared_cache,
     cfg = compose_coder(tmp_path, shared_cache, [f"experiment={experiment}", "logger=none"])
     assert cfg.model.optimizer._target_ == "torch.optim.RAdam" and cfg.model.optimizer.lr == pytest.approx(1.73e-6)
     assert cfg.model.scheduler.num_warmup_steps == 9000 and cfg.data.train_batch_size == 32
+    # the authors' schedule: constant after warm-up, x 0.707 after 8000 steps without gain, floor 0.01 x lr
+    assert cfg.model.scheduler._target_ == "lit_ir.optim.ConstantWithWarmup"
+    plateau = cfg.model.plateau
+    assert (plateau.factor, plateau.patience_steps, plateau.min_lr_ratio) == (0.707, 8000, 0.01)
+    assert cfg.trainer.val_check_interval == 2000 and cfg.model.optimizer.decoupled_weight_decay
     assert cfg.trainer.max_epochs == 15 and cfg.data.num_candidates == 1000
     assert (cfg.encoder.query_max_length, cfg.encoder.doc_max_length) == (32, 256)
     with pytest.raises(error, match=message):

@@ -19,6 +19,10 @@ Validation reranks the validation split's first-stage candidates and logs the me
   `<split>.base_dense.trec` (its query encoder is the frozen document encoder).
 
 `lit_ir.reporting` evaluates every one of them against the first-stage run, with paired t-tests.
+
+Optimisation as the authors': RAdam with weight decay on weight matrices only (`exclude_from_weight_decay`), a
+constant rate after linear warm-up (`scheduler`), reduced on a plateau of the validation metric (`plateau`,
+`lit_ir.optim.ReduceOnPlateau`, stepped once per validation run).
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ from lit_ir.losses import CANDIDATE_LIST_LOSSES
 from lit_ir.models.bi_encoder import BiEncoder
 from lit_ir.models.candidate_scorer import DotProductScorer
 from lit_ir.models.hub import RANDOM_BERT
-from lit_ir.modules.shared import attached_datamodule, configure_optimizers, seeded_init
+from lit_ir.modules.shared import PlateauSchedules, attached_datamodule, configure_optimizers, seeded_init
+from lit_ir.optim import ReduceOnPlateau, decay_groups
 from lit_ir.retrieval.dense import DenseIndex
 from lit_ir.retrieval.encoding import encode_texts
 
@@ -47,7 +52,7 @@ log = logging.getLogger(__name__)
 SCORER_FILE = "scorer.pt"  # a learnable scorer's weights, beside the exported bi-encoder
 
 
-class CoderModule(L.LightningModule):
+class CoderModule(PlateauSchedules, L.LightningModule):
     def __init__(
         self,
         encoder: Mapping,
@@ -55,6 +60,8 @@ class CoderModule(L.LightningModule):
         loss: str = "kl",
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
+        plateau: Callable[..., ReduceOnPlateau] | None = None,
+        exclude_from_weight_decay: bool = True,
         metrics: tuple[str, ...] = ("mrr@10", "ndcg@10"),
         relevance_level: int = 1,
         relevance_levels: dict[str, int] | None = None,
@@ -72,8 +79,8 @@ class CoderModule(L.LightningModule):
             raise ValueError(f"unknown loss {loss!r}; choose one of {sorted(CANDIDATE_LIST_LOSSES)}")
         if not dict(encoder).get("path"):
             raise ValueError("model.encoder.path is required (see conf/encoder/)")
-        self.save_hyperparameters(ignore=["optimizer", "scheduler", "scorer"])
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.save_hyperparameters(ignore=["optimizer", "scheduler", "plateau", "scorer"])
+        self.optimizer_factory, self.scheduler_factory, self.plateau_factory = optimizer, scheduler, plateau
         self.scorer_factory = scorer or DotProductScorer
         self.loss_fn = CANDIDATE_LIST_LOSSES[loss]
         self.model: BiEncoder | None = None
@@ -171,9 +178,16 @@ class CoderModule(L.LightningModule):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in [*self.model.query_encoder.parameters(), *self.scorer.parameters()] if p.requires_grad]
 
+    def parameter_groups(self) -> list[nn.Parameter] | list[dict]:
+        """The trainable parameters, in weight-decay groups unless every parameter decays."""
+        if not self.hparams.exclude_from_weight_decay:
+            return self.trainable_parameters()
+        return decay_groups([self.model.query_encoder, self.scorer])
+
     def configure_optimizers(self):
         return configure_optimizers(self, self.optimizer_factory, self.scheduler_factory,
-                                    params=self.trainable_parameters())
+                                    params=self.parameter_groups(), plateau_factory=self.plateau_factory,
+                                    monitor=f"val/{self.hparams.monitor}")
 
     # ---- reranking ---------------------------------------------------------------------------------------------
     def _eval_step(self, batch: CandidateBatch, dataloader_idx: int, with_base: bool) -> None:
