@@ -174,6 +174,27 @@ def test_paper_experiments_compose_and_fail_fast_offline(tmp_path, shared_cache,
         instantiate(cfg.data, _convert_="all").prepare_data()
 
 
+@pytest.mark.parametrize("experiment", ["coder_tripclick", "coder_tripclick_raw"])
+def test_tripclick_is_table_2s_setting(tmp_path, shared_cache, monkeypatch, experiment):
+    """CODER(BERT-Dot, M_C = BM25): BM25 candidates, validated on the official val set, tested on the official
+    HEAD (DCTR, RAW), TORSO and TAIL test sets, whose qrels come from local files."""
+    monkeypatch.setenv("IR_DATASETS_HOME", str(tmp_path / "ir_datasets"))
+    cfg = compose_coder(tmp_path, shared_cache, [f"experiment={experiment}", "logger=none"])
+    assert cfg.data.candidates._target_ == "lit_ir.retrieval.first_stage.BM25FirstStage"
+    assert cfg.data.candidates.k == 1000 and cfg.data.first_stage._target_.endswith("BM25FirstStage")
+    assert cfg.collection.val_split == "val"
+    assert list(cfg.collection.test_splits) == ["test_head_dctr", "test_head", "test_torso", "test_tail"]
+    source = cfg.collection.source
+    assert {split: source.splits[split] for split in cfg.collection.test_splits} == {
+        "test_head_dctr": "tripclick/test/head", "test_head": "tripclick/test/head",
+        "test_torso": "tripclick/test/torso", "test_tail": "tripclick/test/tail"}
+    assert source.splits.val == ("tripclick/val/head/dctr" if experiment == "coder_tripclick" else "tripclick/val/head")
+    collection = instantiate(source)
+    expected = tmp_path / "ir_datasets" / "tripclick" / "test_qrels" / "qrels.raw.torso.test.txt"
+    with pytest.raises(CollectionUnavailableError, match=f"not at {expected}. Put them there"):
+        collection.qrels("test_torso")
+
+
 def test_repbert_needs_its_model_folder(tmp_path, shared_cache):
     cfg = compose_coder(tmp_path, shared_cache, ["experiment=coder_repbert", "logger=none"])
     assert cfg.encoder.pooling == "mean" and cfg.collection.test_splits == ["dev", "dl19", "dl20"]
