@@ -97,8 +97,8 @@ def write_known_answer_collection(folder: Path, asks: dict[str, str] | None = No
     Documents carry a marker, `alpha` or `beta` (repeated, plus two filler words). For every query the corpus holds
     two candidate lists: one `alpha` document among `negatives` `beta` ones, and the mirror image. Which list a query
     gets (its qrels, and `runs/<split>.trec`, where the relevant document sits at a random rank):
-    - `asks` {marker: query word}: queries alternate between asking for alpha and for beta (the query is the word
-      twice) and get the list whose relevant document has that marker: a model must learn what each query asks for.
+    - `asks` {query word: marker}: queries alternate between the words (the query is the word twice) and get the
+      list whose relevant document has the marker their word asks for: a model must learn what each word asks for.
     - `positive_marker`: every query ("find find") gets the list whose relevant document has that marker.
     The texts depend only on `seed`, not on the mode, so a model built from them is the same for every mode.
     """
@@ -120,9 +120,9 @@ def write_known_answer_collection(folder: Path, asks: dict[str, str] | None = No
                     doc_id = f"{query_id}-{relevant}{rank}"
                     corpus.append({"_id": doc_id, "text": " ".join([marker] * 4 + texts.sample(filler, 2))})
                     lists[relevant].append(doc_id)
-            kind = MARKERS[index % 2] if asks else positive_marker
-            queries.append({"_id": query_id, "text": f"{asks[kind]} {asks[kind]}" if asks else "find find"})
-            docs = lists[kind]
+            word = sorted(asks)[index % len(asks)] if asks else "find"
+            queries.append({"_id": query_id, "text": f"{word} {word}"})
+            docs = lists[asks[word] if asks else positive_marker]
             qrels[split][query_id] = docs[0]
             docs = orders.sample(docs, len(docs))
             runs[split][query_id] = {doc_id: float(len(docs) - rank) for rank, doc_id in enumerate(docs)}

@@ -15,7 +15,6 @@ from transformers import (BertConfig, DistilBertConfig, ElectraConfig, MODEL_MAP
 
 from lit_ir.data.rerank import GroupBatch
 from lit_ir.models.bi_encoder import BiEncoder
-from lit_ir.models.cross_encoder import CrossEncoder
 from lit_ir.models.hub import build_random_bert
 from lit_ir.modules.cross_encoder import CrossEncoderModule
 

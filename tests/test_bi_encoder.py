@@ -175,4 +175,5 @@ def test_repbert_preset_reads_documents_as_segment_one(tmp_path):
     collection = SimpleNamespace(name="c", docs=lambda: {"d1": "text"})
     paths = {token_type: DenseFirstStage({"path": "m", "doc_token_type": token_type}, cache_dir=tmp_path)
              .store_path(collection) for token_type in (0, 1)}
-    assert paths[0] != paths[1] and paths[0] == DenseFirstStage({"path": "m"}, cache_dir=tmp_path).store_path(collection)
+    assert paths[0] != paths[1]
+    assert paths[0] == DenseFirstStage({"path": "m"}, cache_dir=tmp_path).store_path(collection)  # old keys kept

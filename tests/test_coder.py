@@ -94,8 +94,19 @@ def test_positives_are_added_and_shuffled_in_at_training_time():
         assert labels == {10: 0, 11: 0, 12: 1.0, 13: 0, 14: 0, 99: 2.0}
         first_positions.add(int(np.flatnonzero(item.rows == 99)[0]))
     assert len(first_positions) > 2  # the added positive moves around
+    # the draw depends only on (seed, epoch, index): a fresh dataset (another worker, a resumed run) repeats it
+    orders = {}
+    for seed in (0, 0, 1):
+        fresh = TrainListDataset([query], num_docs=100, num_candidates=5, seed=seed)
+        draws = []
+        for epoch in range(5):
+            fresh.set_epoch(epoch)
+            draws.append(fresh[0].rows.tolist())
+        orders.setdefault(seed, []).append(draws)
+    assert orders[0][0] == orders[0][1]
+    assert orders[1][0] != orders[0][0]  # another seed, other orders
     dataset.set_epoch(3)
-    assert dataset[0].rows.tolist() == dataset[0].rows.tolist()  # the same draw for the same (seed, epoch, index)
+    assert dataset[0].rows.tolist() == orders[0][0][3]
 
 
 class _Candidates:

@@ -55,8 +55,10 @@ def known_answers(tmp_path_factory, shared_cache):
     docs = datamodule.collection.docs()
     module.model.eval()
     with torch.no_grad():
-        preference = {marker: module.score(["find find"] * 30, [docs[d] for d in docs if docs[d].startswith(marker)][:30])
-                      .mean().item() for marker in MARKERS}
+        preference = {}
+        for marker in MARKERS:
+            marked = [docs[doc_id] for doc_id in docs if docs[doc_id].startswith(marker)][:30]
+            preference[marker] = module.score(["find find"] * len(marked), marked).mean().item()
     return write_known_answer_collection(folder, positive_marker=min(preference, key=preference.get))
 
 

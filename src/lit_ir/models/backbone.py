@@ -29,8 +29,8 @@ def load_backbone(path: str | Path, dropout: float | None = None) -> nn.Module:
     if dropout is not None:
         set_dropout(config, dropout)
     model_class = MODEL_MAPPING[type(config)]
-    extra = {"add_pooling_layer": False} if "add_pooling_layer" in inspect.signature(model_class.__init__).parameters else {}
-    return model_class.from_pretrained(path, config=config, **extra)
+    has_pooler = "add_pooling_layer" in inspect.signature(model_class.__init__).parameters
+    return model_class.from_pretrained(path, config=config, **({"add_pooling_layer": False} if has_pooler else {}))
 
 
 def set_dropout(config: PretrainedConfig, probability: float) -> None:
