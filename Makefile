@@ -68,11 +68,13 @@ SIR_SETUP ?= toy
 SIR_EXPERIMENTS := sir_v0 sir_v1 sir_v1_random sir_v2 sir_v2_random sir_v3 sir_v3_random sir_v3_4levels \
 	sir_v3_random_4levels sir_v4 sir_v4_random sir_v4_4levels sir_v4_random_4levels
 SIR_RUNS ?= logs/sir/$(SIR_SETUP)
+# more overrides, e.g. the paper's HDCT top 100: SIR_ARGS='first_stage@data.first_stage=run_files data.first_stage.folder=/runs/hdct'
+SIR_ARGS ?=
 .PHONY: sir-all sir-table sir-cranfield bench-sir bench-sir-paper $(subst _,-,$(SIR_EXPERIMENTS))
 # make sir-v3, sir-v4-random-4levels, ...: one experiment into $(SIR_RUNS)/<experiment>
 $(subst _,-,$(SIR_EXPERIMENTS)): install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m lit_ir.train experiment=$(subst -,_,$@) sir_setup=$(SIR_SETUP) \
-		hydra.run.dir=$(SIR_RUNS)/$(subst -,_,$@)
+		hydra.run.dir=$(SIR_RUNS)/$(subst -,_,$@) $(SIR_ARGS)
 
 sir-all: $(subst _,-,$(SIR_EXPERIMENTS))
 

@@ -1,6 +1,8 @@
 """Shared test setup."""
 
+import json
 import os
+import random
 import tempfile
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from hydra.core.global_hydra import GlobalHydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig, open_dict  # noqa: E402
 
+from lit_ir.data.trec import write_run  # noqa: E402
 from lit_ir.utils.hydra import CONFIG_DIR  # noqa: E402
 
 # A toy collection small enough for seconds-long training runs (the quickstart uses the full default size).
@@ -35,8 +38,9 @@ def shared_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("lit_ir_cache")
 
 
-def compose_train(output_dir: Path, cache_dir: Path, overrides: list[str] = ()) -> DictConfig:
-    """The real `train` config, composed as `python -m lit_ir.train` would, shrunk to a tiny CPU run."""
+def compose_train(output_dir: Path, cache_dir: Path, overrides: list[str] = (), toy: bool = True) -> DictConfig:
+    """The real `train` config, composed as `python -m lit_ir.train` would, shrunk to a tiny CPU run (on the tiny
+    toy collection unless `toy=False`)."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(
@@ -59,7 +63,7 @@ def compose_train(output_dir: Path, cache_dir: Path, overrides: list[str] = ()) 
                 f"paths.cache_dir={cache_dir}",
                 f"paths.output_dir={output_dir}",
                 f"hydra.runtime.output_dir={output_dir}",
-                *TINY_TOY,
+                *(TINY_TOY if toy else []),
                 *overrides,
             ],
         )
@@ -67,3 +71,73 @@ def compose_train(output_dir: Path, cache_dir: Path, overrides: list[str] = ()) 
     with open_dict(cfg):
         del cfg["hydra"]
     return cfg
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from 2 threads, and on shared cores competing threads made steps 5-30x slower.
+    Use with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# --- a collection whose right answers are known -----------------------------------------------------------------
+MARKERS = ("alpha", "beta")
+
+
+def write_known_answer_collection(folder: Path, asks: dict[str, str] | None = None, positive_marker: str | None = None,
+                                  queries_per_split: dict[str, int] | None = None, negatives: int = 5,
+                                  seed: int = 0) -> Path:
+    """A BEIR folder in which the relevant document of every query is known, and TREC runs that know nothing.
+
+    Documents carry a marker, `alpha` or `beta` (repeated, plus two filler words). For every query the corpus holds
+    two candidate lists: one `alpha` document among `negatives` `beta` ones, and the mirror image. Which list a query
+    gets (its qrels, and `runs/<split>.trec`, where the relevant document sits at a random rank):
+    - `asks` {query word: marker}: queries alternate between the words (the query is the word twice) and get the
+      list whose relevant document has the marker their word asks for: a model must learn what each word asks for.
+    - `positive_marker`: every query ("find find") gets the list whose relevant document has that marker.
+    The texts depend only on `seed`, not on the mode, so a model built from them is the same for every mode.
+    """
+    if (asks is None) == (positive_marker is None):
+        raise ValueError("give asks or positive_marker")
+    queries_per_split = queries_per_split or {"train": 96, "dev": 8, "test": 16}
+    texts, orders = random.Random(seed), random.Random(seed + 1)
+    filler = [f"w{index}" for index in range(40)]
+    corpus, queries, qrels, runs = [], [], {}, {}
+    for split, count in queries_per_split.items():
+        qrels[split], runs[split] = {}, {}
+        for index in range(count):
+            query_id = f"{split}-q{index}"
+            lists = {}
+            for relevant in MARKERS:
+                other = MARKERS[1 - MARKERS.index(relevant)]
+                lists[relevant] = []
+                for rank, marker in enumerate([relevant] + [other] * negatives):
+                    doc_id = f"{query_id}-{relevant}{rank}"
+                    corpus.append({"_id": doc_id, "text": " ".join([marker] * 4 + texts.sample(filler, 2))})
+                    lists[relevant].append(doc_id)
+            word = sorted(asks)[index % len(asks)] if asks else "find"
+            queries.append({"_id": query_id, "text": f"{word} {word}"})
+            docs = lists[asks[word] if asks else positive_marker]
+            qrels[split][query_id] = docs[0]
+            docs = orders.sample(docs, len(docs))
+            runs[split][query_id] = {doc_id: float(len(docs) - rank) for rank, doc_id in enumerate(docs)}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "corpus.jsonl").write_text("".join(json.dumps(doc) + "\n" for doc in corpus))
+    (folder / "queries.jsonl").write_text("".join(json.dumps(query) + "\n" for query in queries))
+    (folder / "qrels").mkdir(exist_ok=True)
+    for split, judged in qrels.items():
+        (folder / "qrels" / f"{split}.tsv").write_text("".join(f"{q}\t{d}\t1\n" for q, d in judged.items()))
+        write_run(runs[split], folder / "runs" / f"{split}.trec", tag="chance")
+    return folder
+
+
+def known_answer_overrides(folder: Path) -> list[str]:
+    """Train on `folder`'s train split, validate on dev, test on test, candidates from its chance runs."""
+    return ["collection=local_beir", f"collection.source.path={folder}", "collection.train_split=train",
+            "collection.val_split=dev", "collection.test_splits=[test]",
+            "first_stage@data.first_stage=run_files", f"data.first_stage.folder={folder / 'runs'}"]

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import json
+from types import SimpleNamespace
+
 import pytest
 import torch
+from omegaconf import OmegaConf
 
+from lit_ir.data.collections import DocStore
+from lit_ir.data.embedding_store import EmbeddingStore
+from lit_ir.errors import InputError
 from lit_ir.models.bi_encoder import BiEncoder, pool
 from lit_ir.models.hub import build_random_bert
+from lit_ir.retrieval.dense import DenseFirstStage
+from lit_ir.retrieval.encoding import encode_documents
+from lit_ir.utils.hydra import CONFIG_DIR
 
 TEXTS = ["kipoli polahu karotu fiji suce", "verasa tohuse polahu zida zoka", "muguze kujo bige mehuke"] * 5
 
@@ -116,3 +126,56 @@ def test_random_bert_by_name_learns_its_vocabulary(tmp_path):
     encoder = BiEncoder.from_pretrained("random-bert-32x1", cache_dir=tmp_path, vocab_texts=TEXTS)
     assert encoder.tokenizer.tokenize(TEXTS[0]) == TEXTS[0].split()
     assert encoder.dim == 32
+
+
+def test_segment_ids_per_side_as_repbert_encodes(tiny_model, tmp_path):
+    """RepBERT reads documents as segment 1 and queries as segment 0: a bi-encoder setting, saved, fingerprinted."""
+    encoder = BiEncoder.from_pretrained(tiny_model, pooling="mean", doc_token_type=1).eval()
+    plain = BiEncoder.from_pretrained(tiny_model, pooling="mean").eval()
+    inputs = encoder.tokenize_docs(TEXTS[:2])
+    with torch.inference_mode():
+        hidden = encoder.doc_encoder(**{**inputs, "token_type_ids": torch.ones_like(inputs["input_ids"])})
+        expected = pool(hidden.last_hidden_state, inputs["attention_mask"], "mean")
+        torch.testing.assert_close(encoder.encode_docs(TEXTS[:2]), expected)
+        assert not torch.allclose(plain.encode_docs(TEXTS[:2]), expected, atol=1e-3)  # segment 1 is not segment 0
+        torch.testing.assert_close(encoder.encode_queries(TEXTS[:2]), plain.encode_queries(TEXTS[:2]))
+
+    assert encoder.fingerprint()["doc_token_type"] == 1 and plain.fingerprint()["doc_token_type"] == 0
+    assert encoder.fingerprint()["weights_sha"] == plain.fingerprint()["weights_sha"]  # same weights, other embeddings
+    encoder.save_pretrained(tmp_path / "saved")
+    loaded = BiEncoder.from_pretrained(tmp_path / "saved")
+    assert (loaded.query_token_type, loaded.doc_token_type) == (0, 1) and loaded.fingerprint() == encoder.fingerprint()
+    with pytest.raises(ValueError, match="doc_token_type=2.*embeds 2 token types"):
+        BiEncoder.from_pretrained(tiny_model, doc_token_type=2)
+
+
+def test_a_store_of_the_other_segment_is_refused(tiny_model, tmp_path):
+    docs = {f"d{i}": text for i, text in enumerate(TEXTS[:3])}
+    plain = BiEncoder.from_pretrained(tiny_model, pooling="mean").eval()
+    store = encode_documents(plain, docs, tmp_path / "segment0", progress=False)
+    repbert_like = BiEncoder.from_pretrained(tiny_model, pooling="mean", doc_token_type=1)
+    with pytest.raises(InputError, match="doc_token_type: store has 0, expected 1"):
+        store.check_compatible(repbert_like.fingerprint())
+    # a store written before segments were recorded was encoded as segment 0
+    sidecar = store.path / "store.json"
+    meta = json.loads(sidecar.read_text())
+    del meta["fingerprint"]["doc_token_type"]
+    sidecar.write_text(json.dumps(meta))
+    older = EmbeddingStore.open(store.path)
+    older.check_compatible(plain.fingerprint())
+    with pytest.raises(InputError, match="doc_token_type: store has 0, expected 1"):
+        older.check_compatible(repbert_like.fingerprint())
+
+
+def test_repbert_preset_reads_documents_as_segment_one(tmp_path):
+    preset = OmegaConf.load(CONFIG_DIR / "encoder" / "repbert.yaml")
+    assert (preset.query_token_type, preset.doc_token_type) == (0, 1)
+    for other in ("tasb", "bert_dot", "minilm"):  # their own code encodes both sides as segment 0
+        assert OmegaConf.load(CONFIG_DIR / "encoder" / f"{other}.yaml").get("doc_token_type", 0) == 0
+    # and a dense first stage keeps the two kinds of store apart on disk
+    model = build_random_bert(tmp_path / "model", hidden=32, layers=1, vocab_texts=["a text"])
+    collection = SimpleNamespace(name="c", docs=lambda: DocStore({"d1": "text"}, source="c"))
+    paths = {token_type: DenseFirstStage({"path": str(model), "doc_token_type": token_type,
+                                          "query_max_length": 16, "doc_max_length": 16}, cache_dir=tmp_path)
+             .store_path(collection) for token_type in (0, 1)}
+    assert paths[0] != paths[1]

@@ -206,6 +206,24 @@ def test_run_files_check_doc_ids_and_splits_and_cut_depth(fruit_collection, tmp_
         RunFiles({"train": good})(collection, "dev")
 
 
+def test_run_files_from_a_folder_and_for_held_out_splits(fruit_collection, tmp_path):
+    """SIR's HDCT/ANCE candidates: one <split>.trec per split; train_fit / train_val read train's run."""
+    collection = BeirCollection(fruit_collection, held_out={"split": "train", "size": 1})
+    runs = tmp_path / "hdct"
+    write_run({"q1": {"d1": 3.0, "d2": 2.0}, "q2": {"d2": 1.0, "d5": 0.5}}, runs / "train.trec")
+    first_stage = RunFiles(folder=runs, k=1)
+    assert first_stage(collection, "train") == {"q1": {"d1": 3.0}, "q2": {"d2": 1.0}}
+    held, rest = collection.queries("train_val"), collection.queries("train_fit")
+    assert first_stage(collection, "train_val") == {q: first_stage(collection, "train")[q] for q in held}
+    assert first_stage(collection, "train_fit") == {q: first_stage(collection, "train")[q] for q in rest}
+    with pytest.raises(InputError, match=r"the run file of split 'dev' does not exist: .*hdct/dev\.trec"):
+        first_stage(collection, "dev")
+    with pytest.raises(ValueError, match="paths .* or as a folder"):
+        RunFiles(paths={"train": runs / "train.trec"}, folder=runs)
+    with pytest.raises(ValueError, match="no {split} placeholder"):
+        RunFiles(folder=runs, file_name="run.trec")
+
+
 @pytest.mark.slow  # numba compiles bm25s's search for ~6 s
 def test_numba_and_numpy_backends_give_the_same_run():
     docs = {f"d{i}": " ".join(["common"] * (i % 3 + 1) + [f"w{i % 7}", f"v{i % 5}"]) for i in range(200)}

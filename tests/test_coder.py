@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from lit_ir.data.coder import ListItem, RerankListDataset, TrainListDataset, TrainQuery, pad_lists
+from lit_ir.data.coder import CandidateBatch, ListItem, RerankListDataset, TrainListDataset, TrainQuery, pad_lists
 from lit_ir.losses import coder_listwise_kl, coder_max_margin
 from lit_ir.models.candidate_scorer import DotProductScorer, TransformerScorer
+from lit_ir.models.hub import build_random_bert
+from lit_ir.modules.coder import CoderModule
 
 # one query, 3 real candidates + 1 padded; candidate 1 has grade 2, candidate 2 grade 1
 SCORES = torch.tensor([[1.0, 2.0, 0.0, 5.0]])
@@ -92,8 +94,19 @@ def test_positives_are_added_and_shuffled_in_at_training_time():
         assert labels == {10: 0, 11: 0, 12: 1.0, 13: 0, 14: 0, 99: 2.0}
         first_positions.add(int(np.flatnonzero(item.rows == 99)[0]))
     assert len(first_positions) > 2  # the added positive moves around
+    # the draw depends only on (seed, epoch, index): a fresh dataset (another worker, a resumed run) repeats it
+    orders = {}
+    for seed in (0, 0, 1):
+        fresh = TrainListDataset([query], num_docs=100, num_candidates=5, seed=seed)
+        draws = []
+        for epoch in range(5):
+            fresh.set_epoch(epoch)
+            draws.append(fresh[0].rows.tolist())
+        orders.setdefault(seed, []).append(draws)
+    assert orders[0][0] == orders[0][1]
+    assert orders[1][0] != orders[0][0]  # another seed, other orders
     dataset.set_epoch(3)
-    assert dataset[0].rows.tolist() == dataset[0].rows.tolist()  # the same draw for the same (seed, epoch, index)
+    assert dataset[0].rows.tolist() == orders[0][0][3]
 
 
 class _Candidates:
@@ -141,3 +154,36 @@ def test_pad_lists_masks_padding():
     batch = pad_lists(items)
     assert batch.rows.tolist() == [[3, 1], [7, 0]] and batch.mask.tolist() == [[True, True], [True, False]]
     assert batch.labels.tolist() == [[0.0, 2.0], [1.0, 0.0]]
+
+
+@pytest.mark.parametrize("scorer", ["dot", "transformer"])
+def test_scores_and_loss_are_fp32_under_bf16_autocast(tmp_path, scorer):
+    """trainer=gpu runs steps under bf16 autocast: the query encoder may run in bf16, the scores and loss may not
+    (TAS-B-sized scores of ~100 have bf16 steps of 0.5: the candidates below would all tie)."""
+    folder = build_random_bert(tmp_path, hidden=32, layers=1, vocab_texts=["wind tunnel flow", "shock waves"])
+    factory = None if scorer == "dot" else lambda dim: TransformerScorer(dim, d_model=16, num_heads=2,
+                                                                         dim_feedforward=32, dropout=0.0)
+    module = CoderModule(encoder={"path": str(folder), "pooling": "cls"}, scorer=factory, dropout=0.0)
+    module.configure_model()
+    module.model.eval()
+    queries = ["wind tunnel flow", "shock waves"]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        query = module.model.encode_queries(queries).float()
+    assert module.model.encode_queries(queries).dtype == torch.float32  # outside autocast
+    # candidate i of each query scores 100 + 0.1 i in fp32: documents along the query's own direction
+    targets = 100.0 + 0.1 * torch.arange(6.0)
+    docs = targets[None, :, None] * (query / query.square().sum(-1, keepdim=True))[:, None, :]
+    module._matrix = docs.reshape(-1, 32)  # the store, as doc_matrix would place it
+    batch = CandidateBatch(query_index=torch.arange(2), queries=queries, rows=torch.arange(12).view(2, 6),
+                           mask=torch.ones(2, 6, dtype=torch.bool), labels=torch.tensor([[0.0] * 5 + [1.0]] * 2))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        scores = module.score(module.model, batch)
+        base = module.score(module.base_model(), batch)
+        loss = module.training_loss(batch)  # what training_step logs and returns
+    assert scores.dtype == base.dtype == loss.dtype == torch.float32
+    expected = module.scorer(query, docs, batch.mask)  # the same query embedding, scored in fp32
+    torch.testing.assert_close(scores, expected, rtol=0, atol=1e-4)
+    torch.testing.assert_close(base, torch.einsum("bd,bnd->bn", query, docs), rtol=0, atol=1e-4)
+    torch.testing.assert_close(loss, coder_listwise_kl(expected, batch.labels, batch.mask), rtol=1e-5, atol=1e-6)
+    assert (scores.argsort(dim=1) == torch.arange(6)).all()  # every candidate in its place, no ties
+    assert len(expected.bfloat16()[0].unique()) < 6  # which bf16 scores could not have told apart

@@ -273,6 +273,72 @@ def test_the_docs_fingerprint_is_their_content_whatever_the_source(local_ids: di
                                           "nozzle\nd3\tboundary layers\n"), splits).docs()
     assert streamed.fingerprint() == same.fingerprint() != changed.fingerprint()
 
+
+@pytest.fixture
+def nested_ids(tmp_path: Path) -> dict[str, str]:
+    """A full dev set of 12 judged queries and its official subset 'small' (q0-q3), as MS MARCO's dev/small is a
+    subset of dev/judged; and a test set with no qrels in ir_datasets (as TripClick's)."""
+    docs = write(tmp_path / "docs.tsv", "d1\twing lift\nd2\tjet flow\n")
+    prefix = f"lit-ir-test-{uuid.uuid4().hex[:8]}"
+    full = [f"q{index}" for index in range(12)]
+    def split(name: str, ids: list[str]) -> str:
+        queries = write(tmp_path / f"{name}.tsv", "".join(f"{q}\tquery {q}\n" for q in ids))
+        qrels = write(tmp_path / f"{name}.qrels", "".join(f"{q} 0 d{1 + int(q[1:]) % 2} 1\n" for q in ids))
+        return register_local_dataset(f"{prefix}/{name}", docs, queries, qrels)
+    test_id = f"{prefix}/test"
+    ir_datasets.registry.register(test_id, Dataset(
+        TsvDocs(LocalDownload(docs)), TsvQueries(LocalDownload(write(tmp_path / "test.tsv", "t1\tjet\nt2\twing\n")))))
+    return {"judged": split("judged", full), "small": split("small", full[:4]), "test": test_id}
+
+
+def test_ir_datasets_held_out_validation_excludes_the_reported_queries(nested_ids: dict[str, str]):
+    """MS MARCO dev 10k, in small: validation queries drawn from the judged dev set, never from dev/small."""
+    splits = {"dev": nested_ids["small"], "dev_judged": nested_ids["judged"]}
+    collection = IrDatasetsCollection("nested", splits, held_out={"split": "dev_judged", "size": 5, "exclude": ["dev"]})
+    assert collection.splits() == ["dev", "dev_judged", "dev_judged_fit", "dev_judged_val"]
+    val, fit = collection.queries("dev_judged_val"), collection.queries("dev_judged_fit")
+    assert len(val) == 5 and len(fit) == 3 and not set(val) & set(fit)
+    assert not set(val) & set(collection.queries("dev")) and set(val) | set(fit) == {f"q{i}" for i in range(4, 12)}
+    assert val == {q: f"query {q}" for q in val} and collection.qrels("dev_judged_val").keys() == val.keys()
+    assert collection.dataset_id("dev_judged_val") == nested_ids["judged"]
+    check_validation_disjoint(collection, "dev_judged_val", ["dev"])
+    with pytest.raises(InputError, match=r"'dev_judged' shares 4 queries with the test split 'dev'"):
+        check_validation_disjoint(collection, "dev_judged", ["dev"])  # the whole dev set would not do
+    same = IrDatasetsCollection("nested", splits, held_out={"split": "dev_judged", "size": 5, "exclude": "dev"})
+    assert same.queries("dev_judged_val") == val  # a seeded draw: the same validation set every run
+    with pytest.raises(InputError, match=r"held_out.exclude 'nope' is not one of its splits"):
+        IrDatasetsCollection("nested", splits, held_out={"split": "dev_judged", "size": 5, "exclude": ["nope"]})
+    with pytest.raises(InputError, match=r"held_out.size must be between 1 and 7 .* outside \['dev'\]"):
+        IrDatasetsCollection("nested", splits, held_out={"split": "dev_judged", "size": 8, "exclude": ["dev"]}
+                             ).queries("dev_judged_val")
+
+
+def test_ir_datasets_local_qrels_for_a_split_without_them(nested_ids: dict[str, str], tmp_path: Path):
+    path = tmp_path / "qrels" / "qrels.raw.head.test.txt"
+    collection = IrDatasetsCollection("nested", {"test": nested_ids["test"]}, qrels_files={"test": path})
+    with pytest.raises(CollectionUnavailableError, match=r"qrels of split 'test' .* are not in ir_datasets and not "
+                                                         r"at .*qrels\.raw\.head\.test\.txt\. Put them there"):
+        collection.qrels("test")
+    write(path, "t1 0 d2 1\nt2 0 d1 -2\n")
+    assert collection.qrels("test") == {"t1": {"d2": 1}, "t2": {"d1": 0}}
+    write(path, "t9 0 d2 1\n")
+    with pytest.raises(InputError, match=r"qrels\.raw\.head\.test\.txt: query id 't9' .* is not a query of"):
+        collection.qrels("test")
+    with pytest.raises(InputError, match=r"qrels_files are given for \['tset'\]"):
+        IrDatasetsCollection("nested", {"test": nested_ids["test"]}, qrels_files={"tset": path})
+
+
+def test_tsv_held_out_validation(tsv_files: dict, tmp_path: Path):
+    write(tsv_files["splits"]["train"]["qrels"], "q1 0 d1 2\nq2 0 d2 1\nq4 0 d1 1\n")
+    write(tsv_files["splits"]["train"]["queries"], "q1\twing lift\nq2\tnozzle\nq4\tdrag\n")
+    collection = TsvCollection("mine", docs=tsv_files["docs"], splits=tsv_files["splits"],
+                               held_out={"split": "train", "size": 1})
+    assert collection.splits() == ["train", "dev", "train_fit", "train_val"]
+    val, fit = collection.qrels("train_val"), collection.qrels("train_fit")
+    assert len(val) == 1 and len(fit) == 2 and {**val, **fit} == collection.qrels("train")
+    assert collection.queries("train_val").keys() == val.keys()
+
+
 def test_ir_datasets_clicks_from_a_qrels_dataset(local_ids: dict[str, str]):
     collection = IrDatasetsCollection("tiny", local_ids, clicks_id=local_ids["dev"])
     assert list(collection.clicks()) == [Click("q2", "nozzle", "d2", "")]  # GenericDoc has no url
@@ -368,12 +434,22 @@ def split_names(value) -> list[str]:
     return [value] if isinstance(value, str) else list(value)
 
 
+def _family(dataset_id: str) -> str:
+    """The query set an ir_datasets id draws from: msmarco-passage/dev/small and .../dev/judged share one."""
+    return "/".join(dataset_id.split("/")[:2])
+
+
 @pytest.mark.parametrize("name", COLLECTION_CONFIGS)
-def test_collection_config_composes_and_names_existing_splits(name: str):
+def test_collection_config_composes_and_validates_on_queries_it_does_not_report(name: str):
+    """Checkpoints are selected on val_split: never a test split, nor (statically, without downloading) one drawn
+    from a test split's queries unless those are excluded; train.py checks the query ids themselves at run time."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         config = compose(overrides=[f"+collection={name}"]).collection
     assert REQUIRED_KEYS <= set(config)
     assert config.metrics and config.test_splits
+    train, val, tests = split_names(config.train_split), config.val_split, list(config.test_splits)
+    assert val is None or val not in tests, f"{name}: validates on the test split {val!r}"
+    assert not set(train) & {val, *tests}, f"{name}: trains on a split it validates or tests on"
     source_class = get_class(config.source._target_)
     if source_class is not IrDatasetsCollection:
         shared = REPO_ROOT.parent / "shared"
@@ -382,11 +458,20 @@ def test_collection_config_composes_and_names_existing_splits(name: str):
             source = OmegaConf.to_container(config.source)
             source["path"] = source["path"].replace("${paths.shared_dir}", str(shared))
             collection = instantiate(source)
-            check_validation_disjoint(collection, config.val_split, list(config.test_splits))
-        return  # other local folders: their paths are the user's (???)
+            check_validation_disjoint(collection, val, tests)
+        return  # folds are disjoint by construction; other local folders are the user's (???)
     collection = instantiate(config.source)  # resolves every ir_datasets id; downloads nothing
-    evaluated = [*split_names(config.train_split), *split_names(config.val_split), *config.test_splits]
-    for split in [*evaluated, *config.relevance_levels]:
+    for split in [*train, *([val] if val else []), *tests, *config.relevance_levels]:
         assert split in collection.splits(), f"{name}: split {split!r} is not in source.splits"
-    for split in evaluated:
-        assert ir_datasets.load(collection.dataset_id(split)).has_qrels(), f"{name}: {split} has no qrels"
+    local_qrels = dict(config.source.get("qrels_files") or {})
+    for split in [*train, *([val] if val else []), *tests]:
+        has_qrels = split in local_qrels or ir_datasets.load(collection.dataset_id(split)).has_qrels()
+        assert has_qrels, f"{name}: {split} has no qrels"
+    if val is None:
+        return
+    held_out = config.source.get("held_out")
+    for split in tests:
+        assert collection.dataset_id(split) != collection.dataset_id(val), f"{name}: {val} and {split} are one set"
+        same_family = _family(collection.dataset_id(split)) == _family(collection.dataset_id(val))
+        if held_out and val == f"{held_out.split}_val" and same_family:
+            assert split in held_out.exclude, f"{name}: {val} is drawn from queries that {split} may share"

@@ -12,7 +12,7 @@ import logging
 import random
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from itertools import chain
@@ -134,8 +134,8 @@ class BeirCollection(Collection):
     and the queries file, so a typo fails here, naming the file.
 
     `held_out={"split": "train", "size": 20, "seed": 0}` adds two splits, `train_fit` and `train_val`: a seeded
-    sample of `size` training queries to select checkpoints on, and the rest to train on. Folders whose only
-    other split is the one reported on (Cranfield's and SciFact's dev) then never select models on it.
+    sample of `size` training queries to select checkpoints on, and the rest to train on (see `HeldOut`). Folders
+    whose only other split is the one reported on (Cranfield's and SciFact's dev) then never select models on it.
     """
 
     def __init__(self, path: str | Path, name: str | None = None, clicks_file: str = "clicks.tsv",
@@ -145,7 +145,7 @@ class BeirCollection(Collection):
         if not (self.path / "corpus.jsonl").is_file():
             raise InputError(f"{self.path}: not a BEIR folder (corpus.jsonl is missing)")
         self._clicks_path = self.path / clicks_file
-        self.held_out = HeldOut(**held_out) if held_out else None
+        self.held_out = HeldOut.parse(held_out)
 
     @cached_property
     def _docs(self) -> DocStore:
@@ -179,21 +179,12 @@ class BeirCollection(Collection):
 
     def splits(self) -> list[str]:
         files = self._file_splits()
-        if self.held_out is None:
-            return files
-        if self.held_out.split not in files:
-            raise InputError(f"collection {self.name}: held_out.split {self.held_out.split!r} is not one of its "
-                             f"splits {files}")
-        clashes = sorted(set(self.held_out.names) & set(files))
-        if clashes:
-            raise InputError(f"{self.path}/qrels: the files {clashes} clash with the held-out split names")
-        return sorted([*files, *self.held_out.names])
+        return sorted(HeldOut.extend(self.held_out, files, f"{self.path}/qrels"))
 
     def qrels(self, split: str) -> Qrels:
         self._check_split(split)
-        if self.held_out is not None and split in self.held_out.names:
-            source = self.qrels(self.held_out.split)
-            return {query_id: source[query_id] for query_id in self.held_out.select(split, source)}
+        if HeldOut.holds(self.held_out, split):
+            return self.held_out.qrels(split, self)
         path = self.path / "qrels" / f"{split}.tsv"
         return check_qrels_ids(read_qrels(path), path, self._all_queries, self.path / "queries.jsonl",
                                self.docs(), self.path / "corpus.jsonl")
@@ -207,28 +198,76 @@ class BeirCollection(Collection):
         yield from read_clicks(self._clicks_path)
 
 
-@dataclass(frozen=True)
 class HeldOut:
-    """`size` queries of `split`, drawn by a seeded shuffle of the sorted ids, held out as `<split>_val`; the rest
-    is `<split>_fit`. The draw depends only on (seed, the split's query ids), not on file order."""
+    """`size` judged queries of `split`, drawn by a seeded shuffle of the sorted ids, held out as `<split>_val` to
+    select checkpoints on; the rest of the split's judged queries is `<split>_fit`. The draw depends only on
+    (seed, the split's judged query ids, the excluded ids), not on file order.
 
-    split: str
-    size: int
-    seed: int = 0
+    `exclude`: splits whose queries are in neither part (MS MARCO's dev/small inside the full dev set), so the
+    validation queries are never ones the run reports on. Any collection class takes it as `held_out=` and asks
+    `extend` / `holds` / `qrels` / `queries`; the selection is computed once per collection.
+    """
+
+    def __init__(self, split: str, size: int, seed: int = 0, exclude: Sequence[str] = ()):
+        if isinstance(exclude, str):
+            exclude = [exclude]
+        self.split, self.size, self.seed, self.exclude = split, int(size), int(seed), tuple(exclude)
+        self._selection: tuple[list[str], list[str]] | None = None  # (fit ids, val ids)
+
+    @classmethod
+    def parse(cls, config: Mapping | None) -> "HeldOut | None":
+        return cls(**config) if config else None
 
     @property
     def names(self) -> tuple[str, str]:
         return f"{self.split}_fit", f"{self.split}_val"
 
-    def select(self, name: str, qrels: Qrels) -> list[str]:
-        order = sorted(qrels)
+    @staticmethod
+    def holds(held_out: "HeldOut | None", split: str) -> bool:
+        return held_out is not None and split in held_out.names
+
+    @staticmethod
+    def extend(held_out: "HeldOut | None", splits: list[str], source: str) -> list[str]:
+        """A collection's own `splits` plus the held-out pair (checked against them)."""
+        if held_out is None:
+            return list(splits)
+        for key, split in [("split", held_out.split), *(("exclude", split) for split in held_out.exclude)]:
+            if split not in splits:
+                raise InputError(f"{source}: held_out.{key} {split!r} is not one of its splits {splits}")
+        clashes = sorted(set(held_out.names) & set(splits))
+        if clashes:
+            raise InputError(f"{source}: the splits {clashes} clash with the held-out split names")
+        return [*splits, *held_out.names]
+
+    def select(self, name: str, qrels: Qrels, excluded: set[str] = frozenset()) -> list[str]:
+        """The query ids of `name` (`<split>_fit` or `<split>_val`) among `qrels`, the source split's judgments."""
+        order = sorted(query_id for query_id in qrels if query_id not in excluded)
         if not 0 < self.size < len(order):
             raise InputError(f"held_out.size must be between 1 and {len(order) - 1} (split {self.split!r} has "
-                             f"{len(order)} judged queries), got {self.size}")
-        random.Random(self.seed).shuffle(order)
-        held = set(order[: self.size])
+                             f"{len(order)} judged queries outside {list(self.exclude)}), got {self.size}")
+        shuffled = list(order)
+        random.Random(self.seed).shuffle(shuffled)
+        held = set(shuffled[: self.size])
         keep = name == self.names[1]
-        return [query_id for query_id in sorted(qrels) if (query_id in held) == keep]
+        return [query_id for query_id in order if (query_id in held) == keep]
+
+    def _ids(self, name: str, collection: Collection) -> list[str]:
+        if self._selection is None:
+            qrels = collection.qrels(self.split)
+            excluded = {query_id for split in self.exclude for query_id in collection.queries(split)}
+            self._selection = (self.select(self.names[0], qrels, excluded), self.select(self.names[1], qrels, excluded))
+        return self._selection[self.names.index(name)]
+
+    def qrels(self, name: str, collection: Collection) -> Qrels:
+        source = collection.qrels(self.split)
+        return {query_id: source[query_id] for query_id in self._ids(name, collection)}
+
+    def queries(self, name: str, collection: Collection) -> Queries:
+        source = collection.queries(self.split)
+        return {query_id: source[query_id] for query_id in self._ids(name, collection)}
+
+    def __repr__(self) -> str:
+        return f"HeldOut(split={self.split!r}, size={self.size}, seed={self.seed}, exclude={list(self.exclude)})"
 
 
 def check_validation_disjoint(collection: Collection, val_split: str | None, test_splits: list[str]) -> None:

@@ -42,7 +42,9 @@ PARTIAL_SUFFIX = ".partial"
 DTYPES = ("float16", "float32")
 # fields of a fingerprint that decide whether stored embeddings fit an encoder ("model" is only a name: two names
 # can be the same weights, e.g. an alias and its folder, so it counts only when a weights hash is missing)
-COMPATIBILITY_FIELDS = ("weights_sha", "dim", "pooling", "similarity", "doc_max_length")
+COMPATIBILITY_FIELDS = ("weights_sha", "dim", "pooling", "similarity", "doc_max_length", "doc_token_type")
+# what a field meant in stores written before it was recorded (documents were encoded as segment 0)
+FIELD_DEFAULTS = {"doc_token_type": 0}
 GPU_HEADROOM = 0.9  # use at most this share of the free GPU memory for the matrix; the rest is for the model
 
 
@@ -59,11 +61,13 @@ def ids_digest(ids: Sequence[str]) -> str:
 def compatibility_problems(stored: dict, wanted: dict) -> list[str]:
     """Human-readable differences between two fingerprints on the fields that matter (see COMPATIBILITY_FIELDS).
 
-    Only fields present in both are compared, so a partial fingerprint ({"dim": 768}) checks just that.
+    Only fields present in both are compared, so a partial fingerprint ({"dim": 768}) checks just that; a field of
+    FIELD_DEFAULTS that an older store lacks counts as its default.
     """
     fields = list(COMPATIBILITY_FIELDS)
     if "weights_sha" not in stored or "weights_sha" not in wanted:
         fields.insert(0, "model")
+    stored = {**FIELD_DEFAULTS, **stored}
     problems = [f"{field}: store has {stored[field]!r}, expected {wanted[field]!r}"
                 for field in fields if field in stored and field in wanted and stored[field] != wanted[field]]
     if problems and stored.get("model") != wanted.get("model") and "model" not in fields:

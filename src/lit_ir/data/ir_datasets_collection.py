@@ -23,7 +23,8 @@ from ir_datasets.datasets.base import Dataset
 from ir_datasets.formats import TrecQrels, TsvDocs, TsvQueries
 from ir_datasets.util.download import GoogleCloudBucketStream, GoogleDriveDownload, LocalDownload, RequestsDownload
 
-from lit_ir.data.collections import Click, Collection, DocStore, Qrels, Queries, join_title_text
+from lit_ir.data.collections import Click, Collection, DocStore, HeldOut, Qrels, Queries, join_title_text
+from lit_ir.data.trec import read_qrels
 from lit_ir.errors import CollectionUnavailableError, InputError
 
 _CLICKS_PER_CHUNK = 10_000  # clicks resolved per docs_store.get_many call (one batched url lookup)
@@ -42,6 +43,10 @@ class IrDatasetsCollection(Collection):
       docs_store of millions of documents); an unknown id fails when looked up, naming it.
     - Clicks come from `clicks_id` (e.g. msmarco-document/orcas), one click per qrel, with the clicked document's
       url where the documents have one. The click log's queries are held in memory (ORCAS: 10.4M queries).
+    - `qrels_files` {split: TREC qrels file}: judgments that ir_datasets does not ship (TripClick's test sets); a
+      missing file raises CollectionUnavailableError naming the path it should be at.
+    - `held_out` {split, size, seed, exclude}: adds `<split>_fit` / `<split>_val` (see `HeldOut`), e.g. 10,000
+      queries of MS MARCO's judged dev set outside dev/small to select checkpoints on.
     """
 
     def __init__(
@@ -52,11 +57,19 @@ class IrDatasetsCollection(Collection):
         clicks_id: str | None = None,
         query_field: str | None = None,
         download: bool = False,
+        qrels_files: Mapping[str, str | os.PathLike] | None = None,
+        held_out: Mapping | None = None,
     ):
         if not splits:
             raise InputError(f"collection {name}: no splits given")
         self.name = name
         self._split_ids = dict(splits)
+        self._qrels_files = {split: Path(path) for split, path in (qrels_files or {}).items()}
+        if unknown := sorted(set(self._qrels_files) - set(self._split_ids)):
+            raise InputError(f"collection {name}: qrels_files are given for {unknown}, which are not among its "
+                             f"splits {list(self._split_ids)}")
+        self.held_out = HeldOut.parse(held_out)
+        HeldOut.extend(self.held_out, list(self._split_ids), f"collection {name}")  # names checked now
         self.docs_id = docs_id or next(iter(self._split_ids.values()))
         self.clicks_id = clicks_id
         self.query_field = query_field
@@ -69,11 +82,12 @@ class IrDatasetsCollection(Collection):
                 self._query_field(dataset_id)
 
     def splits(self) -> list[str]:
-        return list(self._split_ids)
+        return HeldOut.extend(self.held_out, list(self._split_ids), f"collection {self.name}")
 
     def dataset_id(self, split: str) -> str:
+        """The ir_datasets id of `split` (of the split it is held out from, for `<split>_fit` / `<split>_val`)."""
         self._check_split(split)
-        return self._split_ids[split]
+        return self._split_ids[self.held_out.split if HeldOut.holds(self.held_out, split) else split]
 
     @cached_property
     def _docs(self) -> DocStore:
@@ -83,10 +97,16 @@ class IrDatasetsCollection(Collection):
         return self._docs
 
     def queries(self, split: str) -> Queries:
+        if HeldOut.holds(self.held_out, split):
+            return self.held_out.queries(split, self)
         return self._read_queries(self.dataset_id(split))
 
     def qrels(self, split: str) -> Qrels:
         dataset_id = self.dataset_id(split)
+        if HeldOut.holds(self.held_out, split):
+            return self.held_out.qrels(split, self)
+        if split in self._qrels_files:
+            return self._local_qrels(split, dataset_id)
         dataset = _load_dataset(dataset_id)
         if not dataset.has_qrels():
             raise InputError(f"collection {self.name}: split {split!r} ({dataset_id}) has no qrels in ir_datasets")
@@ -100,6 +120,20 @@ class IrDatasetsCollection(Collection):
                         f"{dataset_id}: conflicting grades for query {qrel.query_id!r}, document {qrel.doc_id!r}"
                     )
         return qrels
+
+    def _local_qrels(self, split: str, dataset_id: str) -> Qrels:
+        path = self._qrels_files[split]
+        if not path.is_file():
+            raise CollectionUnavailableError(
+                f"collection {self.name}: the qrels of split {split!r} ({dataset_id}) are not in ir_datasets and not "
+                f"at {path}. Put them there (TREC qrels: 'query_id 0 doc_id grade' per line), or pass another path "
+                f"with collection.source.qrels_files.{split}=<file>")
+        qrels = read_qrels(path)
+        queries = self.queries(split)
+        if unknown := [query_id for query_id in qrels if query_id not in queries]:
+            raise InputError(f"{path}: query id {unknown[0]!r} ({len(unknown)} in all) is not a query of {dataset_id}")
+        return {query_id: {doc_id: max(grade, 0) for doc_id, grade in judged.items()}
+                for query_id, judged in qrels.items()}
 
     def clicks(self) -> Iterator[Click]:
         if self.clicks_id is None:

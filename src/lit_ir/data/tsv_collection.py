@@ -7,7 +7,7 @@ from collections.abc import Iterator, Mapping
 from functools import cached_property
 from pathlib import Path
 
-from lit_ir.data.collections import Collection, DocStore, Qrels, Queries, check_qrels_ids, join_title_text
+from lit_ir.data.collections import Collection, DocStore, HeldOut, Qrels, Queries, check_qrels_ids, join_title_text
 from lit_ir.data.trec import read_qrels
 from lit_ir.errors import InputError
 
@@ -17,11 +17,14 @@ class TsvCollection(Collection):
     the layout), and per split {"queries": 'query_id<TAB>text' TSV, "qrels": TREC (or BEIR TSV) qrels}.
 
     Queries of a split are all the queries in its file. Every qrels id is checked against the docs and the
-    split's queries, so a typo fails here, naming the file.
+    split's queries, so a typo fails here, naming the file. `held_out` carves a validation split out of one of
+    them (see `HeldOut`).
     """
 
-    def __init__(self, name: str, docs: str | os.PathLike, splits: Mapping[str, Mapping[str, str | os.PathLike]]):
+    def __init__(self, name: str, docs: str | os.PathLike, splits: Mapping[str, Mapping[str, str | os.PathLike]],
+                 held_out: Mapping | None = None):
         self.name = name
+        self.held_out = HeldOut.parse(held_out)
         self.docs_path = Path(docs)
         self._split_files: dict[str, tuple[Path, Path]] = {}
         for split, files in splits.items():
@@ -60,10 +63,12 @@ class TsvCollection(Collection):
         return self._docs
 
     def splits(self) -> list[str]:
-        return list(self._split_files)
+        return HeldOut.extend(self.held_out, list(self._split_files), f"collection {self.name}")
 
     def queries(self, split: str) -> Queries:
         self._check_split(split)
+        if HeldOut.holds(self.held_out, split):
+            return self.held_out.queries(split, self)
         path = self._split_files[split][0]
         queries: Queries = {}
         for line_no, fields in _read_tsv(path):
@@ -76,6 +81,9 @@ class TsvCollection(Collection):
         return queries
 
     def qrels(self, split: str) -> Qrels:
+        if HeldOut.holds(self.held_out, split):
+            self._check_split(split)
+            return self.held_out.qrels(split, self)
         queries = self.queries(split)  # checks the split name
         queries_path, path = self._split_files[split]
         return check_qrels_ids(read_qrels(path), path, queries, queries_path, self.docs(), self.docs_path)

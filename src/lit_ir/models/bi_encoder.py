@@ -4,10 +4,11 @@ The query and document encoders share one set of weights (TAS-B, RepBERT, BERT-D
 weights (CODER fine-tunes the query encoder only, so after training the two differ). A text's embedding is the
 [CLS] vector (`pooling="cls"`: TAS-B, BERT-Dot) or the mean of its token vectors over the attention mask
 (`pooling="mean"`: RepBERT, sentence-transformers MiniLM). With `similarity="cosine"` embeddings are L2-normalised,
-so a plain inner product (FAISS IndexFlatIP, `score`) gives cosine similarity.
+so a plain inner product (FAISS IndexFlatIP, `score`) gives cosine similarity. Each side can be read as its own
+segment (`query_token_type`, `doc_token_type`): RepBERT encodes documents with token_type_ids = 1 and queries with 0.
 
 Documents are encoded once into an `EmbeddingStore`; `fingerprint()` describes the document side so that a store
-made by another model, pooling, length or dimension is refused before it is used.
+made by another model, pooling, length, segment or dimension is refused before it is used.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModel, AutoTokenizer, BatchEncoding
+from transformers import AutoTokenizer, BatchEncoding
 
+from lit_ir.models.backbone import load_backbone, segment_count
 from lit_ir.models.export import read_export
 from lit_ir.models.hub import resolve_model
 from lit_ir.models.tokenization import TruncationCount, check_length, was_cut
@@ -37,7 +39,8 @@ SIMILARITIES = ("dot", "cosine")
 CONFIG_FILE = "bi_encoder.json"
 EXPORT_KIND = "bi_encoder"
 DOC_ENCODER_DIR = "doc_encoder"  # the document encoder of a saved bi-encoder with separate weights
-DEFAULTS = {"shared": True, "pooling": "cls", "similarity": "dot", "query_max_length": 32, "doc_max_length": 256}
+DEFAULTS = {"shared": True, "pooling": "cls", "similarity": "dot", "query_max_length": 32, "doc_max_length": 256,
+            "query_token_type": 0, "doc_token_type": 0}
 
 
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
@@ -53,17 +56,6 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> to
     raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
 
 
-def load_encoder(path: str | Path) -> nn.Module:
-    """A Hugging Face encoder without its pooler: the pooler is unused here and unused weights break DDP's sync.
-
-    Only BERT-like classes take `add_pooling_layer`; DistilBERT (TAS-B) has no pooler and rejects the argument.
-    """
-    try:
-        return AutoModel.from_pretrained(path, add_pooling_layer=False)
-    except TypeError:
-        return AutoModel.from_pretrained(path)
-
-
 class BiEncoder(nn.Module):
     def __init__(
         self,
@@ -75,6 +67,8 @@ class BiEncoder(nn.Module):
         query_max_length: int = 32,
         doc_max_length: int = 256,
         name: str = "",
+        query_token_type: int = 0,
+        doc_token_type: int = 0,
     ):
         super().__init__()
         if pooling not in POOLINGS:
@@ -86,6 +80,12 @@ class BiEncoder(nn.Module):
         check_length(query_encoder.config, "encoder.query_max_length", query_max_length, name or "the query encoder")
         check_length((doc_encoder or query_encoder).config, "encoder.doc_max_length", doc_max_length,
                      name or "the document encoder")
+        for side, token_type, encoder in (("query", query_token_type, query_encoder),
+                                          ("doc", doc_token_type, doc_encoder or query_encoder)):
+            if token_type and not 0 <= token_type < segment_count(encoder):
+                raise ValueError(f"{side}_token_type={token_type}, but the encoder ({type(encoder).__name__}) embeds "
+                                 f"{segment_count(encoder)} token types")
+        self.query_token_type, self.doc_token_type = query_token_type, doc_token_type
         self.query_encoder = query_encoder
         # registered once when shared: parameters() yields each weight once and the optimizer sees no duplicates
         self.doc_encoder = query_encoder if doc_encoder is None else doc_encoder
@@ -116,6 +116,8 @@ class BiEncoder(nn.Module):
         similarity: Similarity | None = None,
         query_max_length: int | None = None,
         doc_max_length: int | None = None,
+        query_token_type: int | None = None,
+        doc_token_type: int | None = None,
         query_path: str | Path | None = None,
         cache_dir: str | Path | None = None,
         vocab_texts: Iterable[str] | None = None,
@@ -133,7 +135,8 @@ class BiEncoder(nn.Module):
         read_export(folder)  # an export that lost its settings or document encoder fails here, naming them
         saved = json.loads((folder / CONFIG_FILE).read_text()) if (folder / CONFIG_FILE).is_file() else {}
         given = {"shared": shared, "pooling": pooling, "similarity": similarity,
-                 "query_max_length": query_max_length, "doc_max_length": doc_max_length}
+                 "query_max_length": query_max_length, "doc_max_length": doc_max_length,
+                 "query_token_type": query_token_type, "doc_token_type": doc_token_type}
         settings = {key: value if value is not None else saved.get(key, DEFAULTS[key]) for key, value in given.items()}
         name = saved.get("name", name) if folder == Path(name).expanduser() else name
 
@@ -145,8 +148,8 @@ class BiEncoder(nn.Module):
             settings["shared"] = False
         elif doc_folder != folder:
             settings["shared"] = False  # a saved pair with trained query weights: never collapse it to one
-        query_encoder = load_encoder(query_folder)
-        doc_encoder = None if settings.pop("shared") else load_encoder(doc_folder)
+        query_encoder = load_backbone(query_folder)
+        doc_encoder = None if settings.pop("shared") else load_backbone(doc_folder)
         tokenizer = AutoTokenizer.from_pretrained(query_folder)
         return cls(query_encoder, tokenizer, doc_encoder, name=name, **settings)
 
@@ -160,7 +163,8 @@ class BiEncoder(nn.Module):
         if not self.shared:
             self.doc_encoder.save_pretrained(path / DOC_ENCODER_DIR)
         settings = {"name": self.name, "shared": self.shared, "pooling": self.pooling, "similarity": self.similarity,
-                    "query_max_length": self.query_max_length, "doc_max_length": self.doc_max_length}
+                    "query_max_length": self.query_max_length, "doc_max_length": self.doc_max_length,
+                    "query_token_type": self.query_token_type, "doc_token_type": self.doc_token_type}
         (path / CONFIG_FILE).write_text(json.dumps(settings, indent=2) + "\n")
         return path
 
@@ -183,18 +187,21 @@ class BiEncoder(nn.Module):
             count.add_documents(was_cut(batch, self.doc_max_length))
         return dict(batch)
 
-    def embed(self, encoder: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Tokenised batch -> [batch, dim] embeddings, pooled, normalised when similarity is cosine."""
+    def embed(self, encoder: nn.Module, inputs: dict[str, torch.Tensor], token_type: int = 0) -> torch.Tensor:
+        """Tokenised batch -> [batch, dim] embeddings, pooled, normalised when similarity is cosine. Every token
+        (padding too, as RepBERT does) gets segment `token_type`."""
         inputs = {key: value.to(self.device) for key, value in inputs.items()}
+        if token_type:
+            inputs["token_type_ids"] = torch.full_like(inputs["input_ids"], token_type)
         hidden = encoder(**inputs).last_hidden_state
         embeddings = pool(hidden, inputs["attention_mask"], self.pooling)
         return F.normalize(embeddings, dim=-1) if self.similarity == "cosine" else embeddings
 
     def embed_queries(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.embed(self.query_encoder, inputs)
+        return self.embed(self.query_encoder, inputs, self.query_token_type)
 
     def embed_docs(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.embed(self.doc_encoder, inputs)
+        return self.embed(self.doc_encoder, inputs, self.doc_token_type)
 
     def encode_queries(self, texts: list[str], count: TruncationCount | None = None) -> torch.Tensor:
         """[n, dim]. Keeps the autograd graph (training the query encoder); wrap in torch.inference_mode to infer."""
@@ -219,13 +226,14 @@ class BiEncoder(nn.Module):
 
     # ---- identity ----------------------------------------------------------------------------------------------
     def fingerprint(self) -> dict:
-        """What decides a document embedding: model, pooling, similarity, document length, dimension, and a hash
-        of the document encoder's weights (so a fine-tuned copy under the same name is told apart)."""
+        """What decides a document embedding: model, pooling, similarity, document length and segment, dimension,
+        and a hash of the document encoder's weights (so a fine-tuned copy under the same name is told apart)."""
         return {
             "model": self.name,
             "pooling": self.pooling,
             "similarity": self.similarity,
             "doc_max_length": self.doc_max_length,
+            "doc_token_type": self.doc_token_type,
             "dim": self.dim,
             "weights_sha": weights_sha(self.doc_encoder),
         }

@@ -1,5 +1,6 @@
 """monoBERT-style cross-encoder: a transformer reads `[CLS] query [SEP] document [SEP]` and a linear head on
-[CLS] gives the relevance score."""
+[CLS] gives the relevance score. The backbone can be any encoder architecture `models.backbone` loads (BERT,
+ELECTRA, DistilBERT, RoBERTa)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel
 
+from lit_ir.models.backbone import hidden_dropout, load_backbone, segment_count
 from lit_ir.models.export import starts_new_head
 
 log = logging.getLogger(__name__)
@@ -22,8 +23,11 @@ class CrossEncoder(nn.Module):
         super().__init__()
         self.backbone = backbone
         hidden = backbone.config.hidden_size
-        self.dropout = nn.Dropout(getattr(backbone.config, "hidden_dropout_prob", 0.1))
+        self.dropout = nn.Dropout(hidden_dropout(backbone.config))
         self.score_head = nn.Linear(hidden, 1)
+        # the document segment (token type 1) exists only where the backbone embeds two segments (not RoBERTa,
+        # DistilBERT): elsewhere the pair is read as one segment
+        self.segments = segment_count(backbone)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, dropout: float | None = None, new_head: bool = False) -> "CrossEncoder":
@@ -34,12 +38,8 @@ class CrossEncoder(nn.Module):
         error (`lit_ir.models.export`), unless `new_head` asks for a new head.
         """
         fresh_head = starts_new_head(path, HEAD_FILE, new_head)
-        config = AutoConfig.from_pretrained(path)
-        if dropout is not None:
-            config.hidden_dropout_prob = config.attention_probs_dropout_prob = dropout
         # no pooler: monoBERT scores from the [CLS] vector, and an unused pooler breaks DDP's gradient sync
-        backbone = AutoModel.from_pretrained(path, config=config, add_pooling_layer=False)
-        model = cls(backbone)
+        model = cls(load_backbone(path, dropout=dropout))
         if fresh_head:
             log.info("%s: starting a new score head (%s)", path, "asked for" if new_head else f"no {HEAD_FILE}")
         else:
@@ -54,6 +54,8 @@ class CrossEncoder(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Scores of shape [batch] for a batch of tokenised (query, document) pairs."""
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
-                               token_type_ids=token_type_ids).last_hidden_state
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None and self.segments >= 2:
+            inputs["token_type_ids"] = token_type_ids
+        hidden = self.backbone(**inputs).last_hidden_state
         return self.score_head(self.dropout(hidden[:, 0])).squeeze(-1)

@@ -6,6 +6,9 @@ pairwise max-margin ablation). Only the query encoder (and a learnable scorer) t
 frozen copy of the base model, kept for export and for the base-model comparison runs.
 
 The embedding matrix lives on the GPU when it fits there, else in pinned CPU memory (`EmbeddingStore.to_tensor`).
+Under mixed precision (trainer=gpu: bf16-mixed) the query encoder runs in bf16, but candidate scores and the loss are
+computed in fp32, as the authors do: bf16 dot products of 768-d embeddings (~100) have steps of 0.5, so the top
+candidates would tie and the ties fall to document order.
 
 Validation reranks the validation split's first-stage candidates and logs the metrics (every
 `trainer.val_check_interval` steps). Test writes, per test split, into `run_dir`:
@@ -16,12 +19,17 @@ Validation reranks the validation split's first-stage candidates and logs the me
   `<split>.base_dense.trec` (its query encoder is the frozen document encoder).
 
 `lit_ir.reporting` evaluates every one of them against the first-stage run, with paired t-tests.
+
+Optimisation as the authors': RAdam with weight decay on weight matrices only (`exclude_from_weight_decay`), a
+constant rate after linear warm-up (`scheduler`), reduced on a plateau of the validation metric (`plateau`,
+`lit_ir.optim.ReduceOnPlateau`, stepped once per validation run).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import lightning as L
@@ -37,8 +45,9 @@ from lit_ir.models.candidate_scorer import DotProductScorer
 from lit_ir.models.export import export_folder
 from lit_ir.models.hub import RANDOM_BERT
 from lit_ir.models.tokenization import TruncationCount
-from lit_ir.modules.shared import (TruncationLog, attached_datamodule, configure_optimizers, eval_split,
-                                   seeded_init, train_split_name)
+from lit_ir.modules.shared import (PlateauSchedules, TruncationLog, attached_datamodule, configure_optimizers,
+                                   eval_split, seeded_init, train_split_name)
+from lit_ir.optim import ReduceOnPlateau, decay_groups
 from lit_ir.retrieval.dense import DenseIndex
 from lit_ir.retrieval.encoding import encode_texts
 
@@ -46,7 +55,7 @@ log = logging.getLogger(__name__)
 SCORER_FILE = "scorer.pt"  # a learnable scorer's weights, beside the exported bi-encoder
 
 
-class CoderModule(L.LightningModule):
+class CoderModule(PlateauSchedules, L.LightningModule):
     def __init__(
         self,
         encoder: Mapping,
@@ -54,6 +63,8 @@ class CoderModule(L.LightningModule):
         loss: str = "kl",
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
+        plateau: Callable[..., ReduceOnPlateau] | None = None,
+        exclude_from_weight_decay: bool = True,
         metrics: tuple[str, ...] = ("mrr@10", "ndcg@10"),
         relevance_level: int = 1,
         relevance_levels: dict[str, int] | None = None,
@@ -71,8 +82,8 @@ class CoderModule(L.LightningModule):
             raise ValueError(f"unknown loss {loss!r}; choose one of {sorted(CANDIDATE_LIST_LOSSES)}")
         if not dict(encoder).get("path"):
             raise ValueError("model.encoder.path is required (see conf/encoder/)")
-        self.save_hyperparameters(ignore=["optimizer", "scheduler", "scorer"])
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.save_hyperparameters(ignore=["optimizer", "scheduler", "plateau", "scorer"])
+        self.optimizer_factory, self.scheduler_factory, self.plateau_factory = optimizer, scheduler, plateau
         self.scorer_factory = scorer or DotProductScorer
         self.loss_fn = CANDIDATE_LIST_LOSSES[loss]
         self.truncation = TruncationLog({})  # the query limit is the encoder's, known once it is loaded
@@ -106,7 +117,8 @@ class CoderModule(L.LightningModule):
         """The untrained base model: the frozen document encoder on both sides."""
         m = self.model
         return BiEncoder(m.doc_encoder, m.tokenizer, pooling=m.pooling, similarity=m.similarity,
-                         query_max_length=m.query_max_length, doc_max_length=m.doc_max_length, name=m.name)
+                         query_max_length=m.query_max_length, doc_max_length=m.doc_max_length, name=m.name,
+                         query_token_type=m.query_token_type, doc_token_type=m.doc_token_type)
 
     def doc_matrix(self) -> torch.Tensor:
         """The store's embeddings, checked against the document encoder first (InputError for another model or
@@ -132,11 +144,22 @@ class CoderModule(L.LightningModule):
 
     def score(self, encoder: BiEncoder, batch: CandidateBatch, docs: torch.Tensor | None = None,
               count: TruncationCount | None = None) -> torch.Tensor:
-        """[b, n] scores of the batch's candidates: CODER's query encoder through `scorer`, or (the base model) a
-        plain dot product. `docs`: the gathered embeddings, when already at hand; `count` adds the cut queries."""
+        """[b, n] fp32 scores of the batch's candidates: CODER's query encoder through `scorer`, or (the base model) a
+        plain dot product. `docs`: the gathered embeddings, when already at hand; `count` adds the cut queries. The
+        query encoder runs in whatever precision the trainer set; the scores do not (see the module docstring)."""
         docs = self.gather(batch.rows) if docs is None else docs
         query = encoder.encode_queries(batch.queries, count)
-        return self.scorer(query, docs, batch.mask) if encoder is self.model else torch.einsum("bd,bnd->bn", query, docs)
+        with self.full_precision():
+            query, docs = query.float(), docs.float()
+            if encoder is self.model:
+                return self.scorer(query, docs, batch.mask)
+            return torch.einsum("bd,bnd->bn", query, docs)
+
+    @contextlib.contextmanager
+    def full_precision(self) -> Iterator[None]:
+        """fp32 inside, whatever autocast (bf16-mixed, 16-mixed) the trainer runs the step under."""
+        with torch.autocast(self.device.type, enabled=False):
+            yield
 
     def on_fit_start(self) -> None:
         self.doc_matrix()  # a mismatched store fails here, before the first step
@@ -152,11 +175,15 @@ class CoderModule(L.LightningModule):
             dataset.set_epoch(self.current_epoch)
 
     def training_step(self, batch: CandidateBatch, batch_idx: int) -> torch.Tensor:
-        count = self.truncation.count(self, train_split_name(self.trainer.datamodule))
-        scores = self.score(self.model, batch, count=count)
-        loss = self.loss_fn(scores, batch.labels, batch.mask)
+        loss = self.training_loss(batch, self.truncation.count(self, train_split_name(self.trainer.datamodule)))
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch.queries))
         return loss
+
+    def training_loss(self, batch: CandidateBatch, count: TruncationCount | None = None) -> torch.Tensor:
+        """The listwise loss of the trained query encoder's scores, in fp32 like the scores."""
+        scores = self.score(self.model, batch, count=count)
+        with self.full_precision():
+            return self.loss_fn(scores, batch.labels, batch.mask)
 
     def on_train_epoch_end(self) -> None:
         self.truncation.report(self, train_split_name(self.trainer.datamodule))
@@ -164,17 +191,24 @@ class CoderModule(L.LightningModule):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in [*self.model.query_encoder.parameters(), *self.scorer.parameters()] if p.requires_grad]
 
+    def parameter_groups(self) -> list[nn.Parameter] | list[dict]:
+        """The trainable parameters, in weight-decay groups unless every parameter decays."""
+        if not self.hparams.exclude_from_weight_decay:
+            return self.trainable_parameters()
+        return decay_groups([self.model.query_encoder, self.scorer])
+
     def configure_optimizers(self):
         return configure_optimizers(self, self.optimizer_factory, self.scheduler_factory,
-                                    params=self.trainable_parameters())
+                                    params=self.parameter_groups(), plateau_factory=self.plateau_factory,
+                                    monitor=f"val/{self.hparams.monitor}")
 
     # ---- reranking ---------------------------------------------------------------------------------------------
     def _eval_step(self, batch: CandidateBatch, dataloader_idx: int, with_base: bool) -> None:
         docs = self.gather(batch.rows)
         count = self.truncation.count(self, eval_split(self.trainer, dataloader_idx))
-        outputs = [batch.query_index, batch.rows, batch.mask, self.score(self.model, batch, docs, count).float()]
+        outputs = [batch.query_index, batch.rows, batch.mask, self.score(self.model, batch, docs, count)]
         if with_base:
-            outputs.append(self.score(self.base_model(), batch, docs).float())
+            outputs.append(self.score(self.base_model(), batch, docs))
         self._eval_outputs.setdefault(dataloader_idx, []).append(tuple(outputs))
 
     def validation_step(self, batch: CandidateBatch, batch_idx: int, dataloader_idx: int = 0) -> None:

@@ -1,4 +1,4 @@
-"""What the LightningModules share: the pretrained model's folder, seeded new weights, optimizer + scheduler, and
+"""What the LightningModules share: the pretrained model's folder, seeded new weights, optimizer + schedulers, and
 the count of truncated texts per split."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ import contextlib
 import inspect
 import json
 import logging
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -16,10 +17,16 @@ import torch.distributed as dist
 
 from lit_ir.models.hub import RANDOM_BERT, resolve_model
 from lit_ir.models.tokenization import TruncationCount
+from lit_ir.optim import ReduceOnPlateau
 from lit_ir.utils.io import write_json
 
 log = logging.getLogger(__name__)
 TRUNCATION_FILE = "truncation.json"  # in the run folder (the trainer's default_root_dir)
+
+# Before the first validation the plateau's metric does not exist yet and Lightning says so at every step;
+# PlateauSchedules instead checks after each validation that the metric was logged, and fails if it was not.
+warnings.filterwarnings("ignore", message=r"ReduceLROnPlateau conditioned on metric val/\S+ which is not available "
+                        r"but strict is set to `False`", category=RuntimeWarning)
 
 
 def build_model(module: L.LightningModule, datamodule: L.LightningDataModule) -> None:
@@ -64,24 +71,72 @@ def seeded_init(seed: int) -> Iterator[None]:
 def configure_optimizers(module: L.LightningModule,
                          optimizer_factory: Callable[..., torch.optim.Optimizer] | None,
                          scheduler_factory: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None,
-                         params: Iterable[torch.nn.Parameter] | None = None,
-                         num_training_steps: int | None = None):
-    """What `LightningModule.configure_optimizers` returns: the optimizer, with a per-step scheduler if given.
+                         params: Iterable[torch.nn.Parameter] | Iterable[dict] | None = None,
+                         num_training_steps: int | None = None,
+                         plateau_factory: Callable[..., ReduceOnPlateau] | None = None,
+                         monitor: str | None = None):
+    """What `LightningModule.configure_optimizers` returns: the optimizer, with a per-step scheduler if given, and
+    a `ReduceOnPlateau` on the validation metric `monitor` if given (the module must mix in `PlateauSchedules`).
 
-    `params` defaults to every parameter of the module (CODER passes only the query encoder's); a step-based
-    schedule spans `num_training_steps`, by default the whole run (SIR V1/V2 pass one stage's length).
+    `params` defaults to every parameter of the module (CODER passes only the query encoder's, in weight-decay
+    groups); a step-based schedule spans `num_training_steps`, by default the whole run (SIR V1/V2 pass one
+    stage's length).
     """
     if optimizer_factory is None:
         raise ValueError("model.optimizer is not configured")
     optimizer = optimizer_factory(params=module.parameters() if params is None else params)
-    if scheduler_factory is None:
+    configs = []
+    if scheduler_factory is not None:
+        # step-based schedules (warmup + decay) need the run's length, known only once the trainer is set up
+        needs_length = "num_training_steps" in inspect.signature(scheduler_factory).parameters
+        steps = module.trainer.estimated_stepping_batches if num_training_steps is None else num_training_steps
+        extra = {"num_training_steps": steps} if needs_length else {}
+        configs.append({"scheduler": scheduler_factory(optimizer=optimizer, **extra), "interval": "step"})
+    if plateau_factory is not None:
+        if not isinstance(module, PlateauSchedules) or not monitor:
+            raise ValueError(f"{type(module).__name__} cannot reduce the rate on a plateau (it needs PlateauSchedules "
+                             f"and a monitored metric)")
+        # Lightning offers the plateau scheduler the latest `monitor` value after every step (strict=False: none
+        # before the first validation); PlateauSchedules passes it on only once per validation run
+        configs.append({"scheduler": plateau_factory(optimizer=optimizer), "interval": "step", "frequency": 1,
+                        "monitor": monitor, "reduce_on_plateau": True, "strict": False, "name": "lr-plateau"})
+    if not configs:
         return optimizer
-    # step-based schedules (warmup + decay) need the run's length, known only once the trainer is set up
-    needs_length = "num_training_steps" in inspect.signature(scheduler_factory).parameters
-    steps = module.trainer.estimated_stepping_batches if num_training_steps is None else num_training_steps
-    extra = {"num_training_steps": steps} if needs_length else {}
-    scheduler = scheduler_factory(optimizer=optimizer, **extra)
-    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+    if len(configs) == 1:
+        return {"optimizer": optimizer, "lr_scheduler": configs[0]}
+    return [optimizer], configs
+
+
+class PlateauSchedules:
+    """LightningModule mixin: a `ReduceOnPlateau` steps once per validation run, with the step count, whatever
+    the validation schedule (every n steps across epochs, or at epoch ends).
+
+    Lightning's own step-interval plateau update fires on `frequency` counted within the epoch, which drifts from
+    a validation schedule counted across epochs, and would hand the scheduler the same stale metric again between
+    validations. Here Lightning offers the metric after every step and only a fresh one is passed on.
+    """
+
+    _validation_runs = 0
+    _plateau_seen: dict[int, int]
+
+    def on_validation_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        self._validation_runs += 1
+        for config in self.trainer.lr_scheduler_configs:
+            if config.reduce_on_plateau and config.monitor not in self.trainer.callback_metrics:
+                raise ValueError(f"the learning-rate plateau monitors {config.monitor!r}, which validation did not "
+                                 f"log (logged: {sorted(self.trainer.callback_metrics)}); set model.monitor to one "
+                                 f"of the validation metrics")
+
+    def lr_scheduler_step(self, scheduler, metric) -> None:
+        if not isinstance(scheduler, ReduceOnPlateau):
+            super().lr_scheduler_step(scheduler, metric)
+            return
+        seen = self.__dict__.setdefault("_plateau_seen", {})
+        if metric is not None and seen.get(id(scheduler)) != self._validation_runs:
+            seen[id(scheduler)] = self._validation_runs
+            scheduler.step(metric, self.global_step)
 
 
 class TruncationLog:

@@ -185,7 +185,8 @@ class DenseFirstStage:
             # what the embeddings depend on: the weights, not the name they were loaded under
             document_side = {key: value for key, value in encoder.fingerprint().items() if key != "model"}
             query_side = {"weights_sha": document_side["weights_sha"] if encoder.shared
-                          else weights_sha(encoder.query_encoder), "query_max_length": encoder.query_max_length}
+                          else weights_sha(encoder.query_encoder), "query_max_length": encoder.query_max_length,
+                          "query_token_type": encoder.query_token_type}
             self._encoder, self._sides = encoder, (document_side, query_side)
         return self._encoder
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from lit_ir.data.collections import Collection
+from lit_ir.data.collections import Collection, HeldOut
 from lit_ir.data.trec import Run, rank_documents, read_run, write_run
 from lit_ir.errors import InputError, some_ids
 from lit_ir.retrieval.bm25 import SIDECAR_FILE, Analyzer, BM25Index
@@ -97,18 +97,40 @@ class BM25FirstStage:
 
 
 class RunFiles:
-    """Candidates from given TREC run files, one per split; `k` keeps the top-k of each query."""
+    """Candidates from given TREC run files (another system's, e.g. HDCT's or ANCE's top 100): `paths` {split: file},
+    or a `folder` holding one file per split named `file_name` (`{split}` is the split's name); `k` keeps the top-k
+    of each query.
 
-    def __init__(self, paths: Mapping[str, str | os.PathLike], k: int | None = None):
+    A split held out from another (`train_fit` / `train_val` of `train`, see `HeldOut`) reads the run of the split it
+    is held out from, unless a file is given for it.
+    """
+
+    def __init__(self, paths: Mapping[str, str | os.PathLike] | None = None, k: int | None = None,
+                 folder: str | os.PathLike | None = None, file_name: str = "{split}.trec"):
         if k is not None and k < 1:
             raise ValueError(f"k must be >= 1 or None, got {k}")
-        self.paths = {split: Path(path) for split, path in paths.items()}
-        self.k = k
+        if (paths is None) == (folder is None):
+            raise ValueError("give the run files as paths ({split: file}) or as a folder of <split>.trec files "
+                             "(data.first_stage.folder=...), not both")
+        if "{split}" not in file_name:
+            raise ValueError(f"file_name {file_name!r} has no {{split}} placeholder")
+        self.paths = {split: Path(path) for split, path in (paths or {}).items()}
+        self.folder, self.file_name, self.k = (Path(folder) if folder else None), file_name, k
 
-    def __call__(self, collection: Collection, split: str) -> Run:
+    def path(self, collection: Collection, split: str) -> Path:
+        held_out = getattr(collection, "held_out", None)
+        if split not in self.paths and HeldOut.holds(held_out, split):
+            split = held_out.split
+        if self.folder is not None:
+            return self.folder / self.file_name.format(split=split)
         if split not in self.paths:
             raise InputError(f"no run file given for split {split!r}; run files are given for {sorted(self.paths)}")
-        path = self.paths[split]
+        return self.paths[split]
+
+    def __call__(self, collection: Collection, split: str) -> Run:
+        path = self.path(collection, split)
+        if not path.is_file():
+            raise InputError(f"the run file of split {split!r} does not exist: {path}")
         run = read_run(path)
         if self.k is not None:
             run = {qid: dict(rank_documents(docs)[: self.k]) for qid, docs in run.items()}
