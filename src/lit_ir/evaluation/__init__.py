@@ -1,5 +1,6 @@
-"""Evaluation: ranx metrics, significance tests against a baseline, result files and tables."""
+"""Evaluation: ranking metrics (ranx's definitions, numpy), significance tests against a baseline, result files and tables."""
 
+from lit_ir.evaluation.judged import JudgedQrels, RankedJudgments, collection_qrels
 from lit_ir.evaluation.metrics import (
     MetricSpec,
     QueryCoverage,
@@ -21,6 +22,9 @@ from lit_ir.evaluation.significance import Comparison, compare_runs, paired_t_te
 
 __all__ = [
     "Comparison",
+    "JudgedQrels",
+    "RankedJudgments",
+    "collection_qrels",
     "MetricSpec",
     "QueryCoverage",
     "compare_runs",
