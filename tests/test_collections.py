@@ -372,7 +372,7 @@ def test_collection_config_composes_and_names_existing_splits(name: str):
         return  # other local folders: their paths are the user's (???)
     collection = instantiate(config.source)  # resolves every ir_datasets id; downloads nothing
     evaluated = [*split_names(config.train_split), *split_names(config.val_split), *config.test_splits]
-    for split in [*evaluated, *config.relevance_levels]:
+    for split in [*evaluated, *config.relevance_levels, *(config.get("relevance_readings") or {})]:
         assert split in collection.splits(), f"{name}: split {split!r} is not in source.splits"
     for split in evaluated:
         assert ir_datasets.load(collection.dataset_id(split)).has_qrels(), f"{name}: {split} has no qrels"

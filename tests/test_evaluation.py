@@ -372,3 +372,72 @@ def test_evaluate_config_names_runs_and_resolves_the_baseline(tmp_path):
     with pytest.raises(InputError, match="no run to evaluate"):
         paths_for()
 
+
+# --- TREC DL: every metric lenient and strict -------------------------------------------------------------------
+DL_QRELS = {
+    "q1": {"a": 1, "b": 3, "c": 2, "d": 0},
+    "q2": {"e": 1, "f": 0},  # no grade-2 passage: 0 on every strict metric, as trec_eval -l2 scores it
+}
+DL_RERANKED = {"q1": {"a": 4.0, "b": 3.0, "c": 2.0, "d": 1.0, "x": 0.5}, "q2": {"e": 2.0, "f": 1.0}}
+DL_EXPECTED = {  # means over q1 and q2, worked out by hand
+    "ndcg@10-l1": (dcg([1, 3, 2, 0]) / dcg([3, 2, 1]) + 1.0) / 2,
+    "ndcg@10-l2": (dcg([0, 3, 2]) / dcg([3, 2]) + 0.0) / 2,  # the grade-1 passage at rank 1 gains nothing
+    "mrr@10-l1": (1.0 + 1.0) / 2,
+    "mrr@10-l2": (1 / 2 + 0.0) / 2,
+    "map-l1": (1.0 + 1.0) / 2,
+    "map-l2": ((1 / 2 + 2 / 3) / 2 + 0.0) / 2,
+    "recall@1000-l1": 1.0,
+    "recall@1000-l2": 0.5,
+}
+
+
+@pytest.mark.parametrize(("collection", "split"), [("trec_dl_2019", "dl19"), ("trec_dl_2020", "dl20"),
+                                                   ("msmarco_passage", "dl19"), ("msmarco_document", "dl20")])
+def test_trec_dl_reports_every_metric_lenient_and_strict(tmp_path, collection, split):
+    """The end-of-run report of a DL collection config: one column per metric and reading, strict nDCG included."""
+    from hydra import compose, initialize_config_dir
+
+    from lit_ir.reporting import report_test_splits
+    from lit_ir.utils.hydra import CONFIG_DIR
+
+    run_dir = tmp_path / "runs"
+    write_run(DL_RERANKED, run_dir / f"{split}.rerank.trec")
+    overrides = [f"collection={collection}", f"collection.test_splits=[{split}]", f"model.run_dir={run_dir}",
+                 "collection.metrics=[ndcg@10,mrr@10,map,recall@1000]"]
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides)
+
+    class DeepLearningTrack:
+        name = collection
+
+        def qrels(self, asked):
+            assert asked == split
+            return DL_QRELS
+
+    class DataModule:
+        collection, test_splits = DeepLearningTrack(), [split]
+
+        def first_stage_run(self, asked):
+            return {qid: {doc: -score for doc, score in docs.items()} for qid, docs in DL_RERANKED.items()}
+
+    outputs = report_test_splits(cfg, DataModule(), tmp_path)
+    written = json.loads(outputs[f"metrics/{split}"].read_text())
+    assert list(written["metrics"]["reranker"]) == list(DL_EXPECTED)
+    for metric, expected in DL_EXPECTED.items():
+        assert written["metrics"]["reranker"][metric] == pytest.approx(expected, abs=1e-12), metric
+    assert written["meta"]["readings"] == {"lenient": 1, "strict": 2}
+    assert written["meta"]["num_queries"] == 2  # both readings average the same queries
+
+
+def test_split_protocol_expands_readings_and_keeps_explicit_levels():
+    from lit_ir.evaluation import split_protocol
+
+    protocol = {"metrics": ["ndcg@10", "map-l3"], "relevance_level": 1, "relevance_levels": {"dev": 2},
+                "relevance_readings": {"dl19": {"lenient": 1, "strict": 2}}}
+    dl19 = split_protocol(protocol, "dl19")
+    assert dl19.metrics == ["ndcg@10-l1", "ndcg@10-l2", "map-l3"] and dl19.relevance_level == 1
+    assert dl19.describe() == "-l1 lenient (grade >= 1), -l2 strict (grade >= 2)"
+    dev = split_protocol(protocol, "dev")
+    assert dev.metrics == ["ndcg@10", "map-l3"] and dev.relevance_level == 2 and dev.readings == {}
+    with pytest.raises(InputError, match="relevance_readings.dl19.strict"):
+        split_protocol({**protocol, "relevance_readings": {"dl19": {"strict": 0}}}, "dl19")

@@ -8,7 +8,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 
 from lit_ir.data.trec import read_run, write_run
-from lit_ir.evaluation import compare_runs, print_table, write_metrics
+from lit_ir.evaluation import collection_qrels, compare_runs, print_table, split_protocol, write_metrics
 
 # a module writes `<split>.<name>.trec` into model.run_dir; the report calls `rerank` "reranker", others by name
 SYSTEM_NAMES = {"rerank": "reranker"}
@@ -40,13 +40,16 @@ def report_test_splits(cfg: DictConfig, datamodule, output_dir: Path) -> dict[st
         first_stage_path = write_run(first_stage, run_dir / f"{split}.first_stage.trec", tag="first_stage")
         paths = {"first_stage": first_stage_path, **written}
         runs = {system: read_run(path) for system, path in paths.items()}
-        level = (cfg.collection.relevance_levels or {}).get(split, cfg.collection.relevance_level)
-        comparison = compare_runs(runs, collection.qrels(split), list(cfg.collection.metrics),
-                                  baseline=cfg.report_baseline, relevance_level=level)
+        protocol = split_protocol(cfg.collection, split)
+        comparison = compare_runs(runs, collection_qrels(collection, split), protocol.metrics,
+                                  baseline=cfg.report_baseline, relevance_level=protocol.relevance_level)
         console.rule(f"{collection.name} / {split}")
         print_table(comparison, console)
+        if protocol.readings:
+            console.print(f"readings: {protocol.describe()}", highlight=False)
         metrics_path, _ = write_metrics(comparison, output_dir / "metrics" / split,
                                         extra_meta={"collection": collection.name, "split": split,
+                                                    "readings": protocol.readings,
                                                     "runs": {system: str(path) for system, path in paths.items()}})
         console.print(f"metrics: {metrics_path}", highlight=False)
         outputs[f"metrics/{split}"] = metrics_path

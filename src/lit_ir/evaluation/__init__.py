@@ -10,6 +10,7 @@ from lit_ir.evaluation.metrics import (
     per_query_scores,
     query_coverage,
 )
+from lit_ir.evaluation.protocol import SplitProtocol, split_protocol
 from lit_ir.evaluation.report import (
     metrics_json,
     per_query_frame,
@@ -24,6 +25,7 @@ __all__ = [
     "Comparison",
     "JudgedQrels",
     "RankedJudgments",
+    "SplitProtocol",
     "collection_qrels",
     "MetricSpec",
     "QueryCoverage",
@@ -38,6 +40,7 @@ __all__ = [
     "print_table",
     "query_coverage",
     "results_table",
+    "split_protocol",
     "table_note",
     "write_metrics",
 ]

@@ -29,7 +29,7 @@ from rich.console import Console
 from lit_ir.data.folds import rotation
 from lit_ir.data.trec import Qrels, Run, read_run
 from lit_ir.errors import InputError
-from lit_ir.evaluation import Comparison, compare_runs, print_table, write_metrics
+from lit_ir.evaluation import Comparison, compare_runs, print_table, split_protocol, write_metrics
 from lit_ir.utils.hydra import CONFIG_DIR
 from lit_ir.utils.io import atomic_write, write_json
 
@@ -173,9 +173,9 @@ def compare_systems(stage_dirs: dict[str, list[Path]], out_dir: Path, baseline: 
     runs.update({system: merged_runs(dirs) for system, dirs in stage_dirs.items()})
     comparisons = {}
     for group, group_qrels in qrels.items():
-        level = (cfg.collection.relevance_levels or {}).get(group, cfg.collection.relevance_level)
+        protocol = split_protocol(cfg.collection, group)
         comparison = compare_runs({system: by_group[group] for system, by_group in runs.items()}, group_qrels,
-                                  list(cfg.collection.metrics), baseline=baseline, relevance_level=level)
+                                  protocol.metrics, baseline=baseline, relevance_level=protocol.relevance_level)
         console.rule(f"{cfg.collection.source.get('name', '') or out_dir.name} / {group}")
         print_table(comparison, console)
         write_metrics(comparison, out_dir / group, extra_meta={"group": group, "stages": {
