@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 import hydra
 import torch
 import torch.distributed as dist
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from lit_ir.data.embedding_store import EmbeddingStore
 from lit_ir.retrieval.dense import DenseFirstStage
 from lit_ir.retrieval.encoding import encode_documents
 from lit_ir.utils.hydra import CONFIG_DIR
+from lit_ir.utils.instantiate import instantiate_group
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +37,34 @@ def encode(cfg: DictConfig) -> EmbeddingStore:
             dense.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
         collection = instantiate(cfg.collection.source)
         path = cfg.output or dense.store_path(collection)
+        start = time.perf_counter()
         store = encode_documents(dense.encoder(collection), collection.docs(), path, dtype=dense.dtype,
                                  batch_size=dense.batch_size, chunk_size=cfg.chunk_size, overwrite=cfg.overwrite,
                                  progress=cfg.progress, across_ranks=True)
+        seconds = time.perf_counter() - start
         log.info("embedding store of %s: %s", collection.name, store)
+        if int(os.environ.get("RANK", "0")) == 0:
+            _log_store(cfg, store, seconds)
         return store
     finally:
         if distributed:
             dist.destroy_process_group()
+
+
+def _log_store(cfg: DictConfig, store: EmbeddingStore, seconds: float) -> None:
+    """What the configured loggers (logger=wandb) record of an encoding job: the store and the time it took
+    (a reused store's seconds are the time to open it)."""
+    loggers = instantiate_group(cfg.get("logger"))
+    try:
+        for logger in loggers:
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+            logger.log_metrics({"encode/documents": len(store), "encode/dim": store.dim, "encode/seconds": seconds,
+                                "encode/docs_per_s": len(store) / seconds if seconds else 0.0})
+    finally:
+        for logger in loggers:
+            logger.finalize("success")
+            if hasattr(logger, "finish"):
+                logger.finish()
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="encode")

@@ -2,6 +2,9 @@
 
 compose -> instantiate (data, model, callbacks, loggers, trainer) -> fit -> test -> report (reranker vs the
 first-stage run, with paired t-tests) -> export the model as a Hugging Face folder.
+
+`main` returns `optimized_metric` (e.g. "val/ndcg@10_best"; null: nothing) for Hydra's sweepers (Optuna:
+conf/hparams_search/).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from lit_ir.data.collections import check_validation_disjoint
+from lit_ir.errors import InputError
 from lit_ir.modules.shared import build_model
 from lit_ir.utils.hydra import CONFIG_DIR
 from lit_ir.utils.instantiate import instantiate_group
@@ -24,8 +28,17 @@ from lit_ir.reporting import report_test_splits
 log = logging.getLogger(__name__)
 
 
-def run(cfg: DictConfig) -> dict[str, Path]:
-    """Everything `main` does, callable from tests and notebooks with a composed config. Returns the output files."""
+class RunOutputs(dict):
+    """The output files of a run (name -> path), and the metrics it ended with in `metrics` (name -> float):
+    the last validation and test values, and `val/<monitor>_best`, the score of the checkpoint that was tested."""
+
+    def __init__(self, files: dict[str, Path] | None = None, metrics: dict[str, float] | None = None):
+        super().__init__(files or {})
+        self.metrics = dict(metrics or {})
+
+
+def run(cfg: DictConfig) -> RunOutputs:
+    """Everything `main` does, callable from tests and notebooks with a composed config."""
     output_dir = Path(cfg.paths.output_dir)
     with atomic_write(output_dir / "config.yaml") as handle:  # the resolved config, beside Hydra's .hydra/
         handle.write(OmegaConf.to_yaml(cfg, resolve=True))
@@ -43,25 +56,56 @@ def run(cfg: DictConfig) -> dict[str, Path]:
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
-    if cfg.train:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    outputs: dict[str, Path] = {}
-    if cfg.test:
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
-        if best:
-            log.info("tested the best checkpoint: %s", best)
-        if trainer.is_global_zero:
-            outputs.update(report_test_splits(cfg, datamodule, output_dir))
-    if trainer.is_global_zero and module.model is not None:
-        outputs["model"] = module.export(output_dir / "model")
-        log.info("exported the model to %s", outputs["model"])
+    outputs = RunOutputs()
+    try:
+        if cfg.train:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+            outputs.metrics.update(_scalars(trainer.callback_metrics))
+            outputs.metrics.update(_best_validation(trainer))
+        if cfg.test:
+            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
+            outputs.metrics.update(_scalars(trainer.callback_metrics))
+            if best:
+                log.info("tested the best checkpoint: %s", best)
+            if trainer.is_global_zero:
+                sinks = [logger.log_report for logger in loggers if hasattr(logger, "log_report")]
+                outputs.update(report_test_splits(cfg, datamodule, output_dir, sinks=sinks))
+        if trainer.is_global_zero and module.model is not None:
+            outputs["model"] = module.export(output_dir / "model")
+            log.info("exported the model to %s", outputs["model"])
+    finally:
+        for logger in loggers:  # each job of a --multirun sweep gets its own W&B run
+            if hasattr(logger, "finish"):
+                logger.finish()
     return outputs
 
 
+def _scalars(metrics) -> dict[str, float]:
+    return {name: float(value) for name, value in metrics.items() if getattr(value, "numel", lambda: 1)() == 1}
+
+
+def _best_validation(trainer: L.Trainer) -> dict[str, float]:
+    callback = trainer.checkpoint_callback
+    if callback is None or callback.monitor is None or callback.best_model_score is None:
+        return {}
+    return {f"{callback.monitor}_best": float(callback.best_model_score)}
+
+
+def objective(cfg: DictConfig, outputs: RunOutputs) -> float | None:
+    """The value a sweeper optimises: `outputs.metrics[cfg.optimized_metric]` (None when that is null)."""
+    name = cfg.get("optimized_metric")
+    if not name:
+        return None
+    if name not in outputs.metrics:
+        raise InputError(f"optimized_metric={name!r} is not among the run's metrics: {sorted(outputs.metrics)} "
+                         "(a *_best value needs a checkpoint callback that monitors it)")
+    return outputs.metrics[name]
+
+
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
-def main(cfg: DictConfig) -> None:
-    run(cfg)
+def main(cfg: DictConfig) -> float | None:
+    return objective(cfg, run(cfg))
 
 
 if __name__ == "__main__":
