@@ -1,8 +1,9 @@
 """Encode a collection's documents into an embedding store:
 `python -m lit_ir.encode collection=<name> encoder=<preset> [output=<folder>] [first_stage.dtype=float32]`.
 
-Under torchrun (WORLD_SIZE > 1) each rank encodes its own contiguous shard on its own GPU (gloo on CPU) into the
-same preallocated memmap; rank 0 finalises the store (see `lit_ir.retrieval.encoding.encode_documents`).
+Under torchrun (WORLD_SIZE > 1), or srun with several SLURM tasks (over any number of nodes), each rank encodes
+its own contiguous shard on its own GPU (gloo on CPU) into the same preallocated memmap on a shared file system;
+rank 0 finalises the store (see `lit_ir.retrieval.encoding.encode_documents`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import hydra
 import torch
 import torch.distributed as dist
 from hydra.utils import instantiate
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
 from lit_ir.data.embedding_store import EmbeddingStore
@@ -26,8 +28,20 @@ from lit_ir.utils.instantiate import instantiate_group
 log = logging.getLogger(__name__)
 
 
+def _ranks_from_slurm() -> None:
+    """srun starts the ranks without torchrun's variables: take them from SLURM, as Lightning does (its
+    SLURMEnvironment picks the first node as the address and a port from the job id)."""
+    if "WORLD_SIZE" in os.environ or not SLURMEnvironment.detect() or int(os.environ["SLURM_NTASKS"]) < 2:
+        return
+    slurm = SLURMEnvironment()
+    os.environ.update(MASTER_ADDR=slurm.main_address, MASTER_PORT=str(slurm.main_port),
+                      WORLD_SIZE=str(slurm.world_size()), RANK=str(slurm.global_rank()),
+                      LOCAL_RANK=str(slurm.local_rank()))
+
+
 def encode(cfg: DictConfig) -> EmbeddingStore:
     """The work of `main`, callable with a composed config (tests, scripts)."""
+    _ranks_from_slurm()
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
     if distributed:
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")

@@ -3,6 +3,10 @@
 compose -> instantiate (data, model, callbacks, loggers, trainer) -> fit -> test -> report (reranker vs the
 first-stage run, with paired t-tests) -> export the model as a Hugging Face folder.
 
+`ckpt_path`: null starts fresh, except in a requeued SLURM job, which resumes like `auto`; `auto` resumes from the
+run folder's newest checkpoint (Lightning's HPC checkpoint or last.ckpt; fresh when there is none), refusing a
+folder whose config.yaml differs; a path resumes from that file (see lit_ir.utils.cluster).
+
 `main` returns `optimized_metric` (e.g. "val/ndcg@10_best"; null: nothing) for Hydra's sweepers (Optuna:
 conf/hparams_search/).
 """
@@ -10,6 +14,7 @@ conf/hparams_search/).
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import hydra
@@ -20,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from lit_ir.data.collections import check_validation_disjoint
 from lit_ir.errors import InputError
 from lit_ir.modules.shared import build_model
+from lit_ir.utils import cluster
 from lit_ir.utils.hydra import CONFIG_DIR
 from lit_ir.utils.instantiate import instantiate_group
 from lit_ir.utils.io import atomic_write
@@ -40,6 +46,7 @@ class RunOutputs(dict):
 def run(cfg: DictConfig) -> RunOutputs:
     """Everything `main` does, callable from tests and notebooks with a composed config."""
     output_dir = Path(cfg.paths.output_dir)
+    ckpt_path = checkpoint_to_resume(cfg, output_dir)  # before config.yaml is rewritten: it may be compared
     with atomic_write(output_dir / "config.yaml") as handle:  # the resolved config, beside Hydra's .hydra/
         handle.write(OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True)
@@ -59,7 +66,7 @@ def run(cfg: DictConfig) -> RunOutputs:
     outputs = RunOutputs()
     try:
         if cfg.train:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
             outputs.metrics.update(_scalars(trainer.callback_metrics))
             outputs.metrics.update(_best_validation(trainer))
         if cfg.test:
@@ -79,6 +86,25 @@ def run(cfg: DictConfig) -> RunOutputs:
             if hasattr(logger, "finish"):
                 logger.finish()
     return outputs
+
+
+def checkpoint_to_resume(cfg: DictConfig, output_dir: Path) -> str | None:
+    """What `trainer.fit` resumes from (see the module docstring)."""
+    requested = cfg.get("ckpt_path")
+    if requested is None and cluster.restarted():
+        log.info("requeued SLURM job (SLURM_RESTART_COUNT=%s): resuming the run in %s",
+                 os.environ["SLURM_RESTART_COUNT"], output_dir)
+        requested = "auto"
+    if requested != "auto":
+        return requested
+    cluster.check_same_config(cfg, output_dir / "config.yaml")
+    checkpoints = OmegaConf.select(cfg, "callbacks.model_checkpoint.dirpath")
+    found = cluster.latest_checkpoint(output_dir, Path(checkpoints) if checkpoints else None)
+    if found is None:
+        log.info("no checkpoint in %s: training from the start", output_dir)
+        return None
+    log.info("resuming from %s", found)
+    return str(found)
 
 
 def _scalars(metrics) -> dict[str, float]:

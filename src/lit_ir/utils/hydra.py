@@ -7,6 +7,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from lit_ir.tracking import naming
+from lit_ir.utils import cluster
 
 CONFIG_DIR = Path(__file__).resolve().parents[3] / "conf"
 
@@ -22,6 +23,7 @@ def wandb_offline() -> bool:
 
 
 OmegaConf.register_new_resolver("wandb_offline", wandb_offline, replace=True)
+OmegaConf.register_new_resolver("run_stamp", cluster.run_stamp, replace=True)   # the run folder's name
 OmegaConf.register_new_resolver("run_name", naming.run_name, replace=True)
 OmegaConf.register_new_resolver("run_group", naming.run_group, replace=True)
 OmegaConf.register_new_resolver("job_type", naming.job_type, replace=True)
