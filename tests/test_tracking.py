@@ -4,6 +4,7 @@ tags, the end-of-run table and summary, artifacts, figures logged to a sweep's g
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -145,7 +146,7 @@ def test_optuna_sweep_returns_the_validation_metric_and_groups_its_trials(tmp_pa
                "test=false", f"paths.root_dir={tmp_path}", f"paths.cache_dir={tmp_path / 'cache'}",
                f"hydra.sweep.dir={sweep}", *TINY_TOY]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO,
-                          env={**__import__("os").environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"})
+                          env={**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
     trials = offline_runs(sweep)
     assert len(trials) == 2 and len({trial.folder for trial in trials}) == 2  # one W&B run per trial
