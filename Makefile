@@ -184,3 +184,22 @@ coder-tripclick: install
 # training queries/s (data vs compute), reranking ms/query for 1,000 candidates, peak memory; GPU when there is one
 bench-coder: install-bench
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_coder.py
+
+## the prepared GPU check (benchmarks/gpu_check.py): ~8 minutes on one H100/H200, each step time-boxed; results.json,
+## summary.md and log.txt in GPU_CHECK_OUT. Without CUDA it runs the CPU-feasible parts at small sizes and says so.
+## On the lent H200 (Python 3.12, torch preinstalled, no network): make gpu-check-wheels here, carry .whl, and run
+##   make gpu-check GPU_CHECK_PYTHON=python3 GPU_CHECK_OUT=$$OUT
+.PHONY: gpu-check gpu-check-wheels
+GPU_CHECK_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
+GPU_CHECK_OUT ?=
+gpu-check:
+	HF_HUB_OFFLINE=1 $(GPU_CHECK_PYTHON) benchmarks/gpu_check.py --install $(if $(GPU_CHECK_OUT),--out $(GPU_CHECK_OUT))
+
+# wheels of what the H200 image lacks (benchmarks/gpu_check.py NEEDED), for CPython 3.12 x86-64 (~22 MB)
+GPU_CHECK_WHEELS := hydra-core==1.3.8 omegaconf==2.3.1 faiss-cpu==1.15.1 bm25s==0.3.16 PyStemmer==3.1.0 orjson==3.13.0
+gpu-check-wheels: | $(BIN)/python
+	$(BIN)/python -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+		--platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl $(GPU_CHECK_WHEELS)
+	$(BIN)/python -m pip wheel --quiet --no-deps antlr4-python3-runtime==4.9.3 -w .whl   # no wheel on PyPI: built here
+	du -sh .whl

@@ -160,10 +160,14 @@ def reset_peak_memory(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
+def peak_mib(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+
+
 def peak_memory(device: torch.device) -> str:
     if device.type != "cuda":
         return ""
-    return f"  peak {torch.cuda.max_memory_allocated(device) / 2**20:,.0f} MiB"
+    return f"  peak {peak_mib(device):,.0f} MiB"
 
 
 def row(label: str, count: int, unit: str, seconds: float, extra: str = "") -> None:
@@ -176,7 +180,7 @@ def encode(pair_tokenizer: PairTokenizer, queries: list[str], docs: list[str], d
 
 
 def bench_training(model: CrossEncoder, pair_tokenizer: PairTokenizer, spec: ModelSpec, pool: TextPool,
-                   device: torch.device, steps: int, repeats: int, rng: random.Random) -> None:
+                   device: torch.device, steps: int, repeats: int, rng: random.Random) -> dict:
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=0.01)
     warmup = WARMUP[device.type]
@@ -206,10 +210,12 @@ def bench_training(model: CrossEncoder, pair_tokenizer: PairTokenizer, spec: Mod
         f"  {seconds / steps:.3f} s/step{peak_memory(device)}")
     row("tokenise alone (PairTokenizer)", pairs, "pairs", tokenise, f"  = {100 * tokenise / seconds:.0f}% of step time")
     optimizer.zero_grad(set_to_none=True)
+    return {"pairs_per_s": pairs / seconds, "s_per_step": seconds / steps, "pairs_per_step": pairs // steps,
+            "mean_tokens": width, "tokenise_share": tokenise / seconds, "peak_mib": peak_mib(device)}
 
 
 def bench_reranking(model: CrossEncoder, pair_tokenizer: PairTokenizer, spec: ModelSpec, pool: TextPool,
-                    device: torch.device, steps: int, repeats: int, rng: random.Random) -> None:
+                    device: torch.device, steps: int, repeats: int, rng: random.Random) -> dict:
     model.eval()
     warmup = WARMUP[device.type]
     batches = [sample_pairs(pool, spec.rerank_batch, rng) for _ in range(warmup + steps * repeats)]
@@ -232,6 +238,8 @@ def bench_reranking(model: CrossEncoder, pair_tokenizer: PairTokenizer, spec: Mo
     row("score (tokenise + forward), inference_mode", pairs, "docs", rerank, peak_memory(device))
     row("tokenise alone (PairTokenizer)", pairs, "pairs", tokenise,
         f"  = {100 * tokenise / rerank:.0f}% of reranking time")
+    return {"pairs_per_s": pairs / rerank, "pairs_per_batch": spec.rerank_batch, "tokenise_share": tokenise / rerank,
+            "peak_mib": peak_mib(device)}
 
 
 @contextlib.contextmanager
@@ -266,7 +274,7 @@ def count_parameters(model: torch.nn.Module) -> str:
 
 
 def bench_model(spec: ModelSpec, path: Path, pair_tokenizer: PairTokenizer, pool: TextPool, device: torch.device,
-                steps: int | None, repeats: int) -> None:
+                steps: int | None, repeats: int) -> dict:
     torch.manual_seed(0)  # a fresh model per run: every device and thread count starts from the same weights
     model = CrossEncoder.from_pretrained(path).to(device)
     steps = steps or spec.steps[device.type]
@@ -274,11 +282,14 @@ def bench_model(spec: ModelSpec, path: Path, pair_tokenizer: PairTokenizer, pool
           f"{len(pair_tokenizer.tokenizer):,}, max_length {spec.max_length} (query {spec.max_query_length}), "
           f"texts: {pool.source}")
     rng = random.Random(0)  # the same batches on every device
-    bench_training(model, pair_tokenizer, spec, pool, device, steps, repeats, rng)
-    bench_reranking(model, pair_tokenizer, spec, pool, device, steps, repeats, rng)
+    figures = {"model": spec.name, "device": device_name(device), "parameters": count_parameters(model),
+               "max_length": spec.max_length,
+               "training": bench_training(model, pair_tokenizer, spec, pool, device, steps, repeats, rng),
+               "reranking": bench_reranking(model, pair_tokenizer, spec, pool, device, steps, repeats, rng)}
     del model
     if device.type == "cuda":
         torch.cuda.empty_cache()
+    return figures
 
 
 # ---- setup -------------------------------------------------------------------------------------------------------

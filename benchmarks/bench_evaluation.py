@@ -1,11 +1,14 @@
-"""Speed and agreement of lit_ir's evaluation (ranx) beside pytrec_eval and ir-measures. Prints figures; not a test.
+"""Speed and agreement of lit_ir's evaluation beside ranx, pytrec_eval and ir-measures. Prints figures; not a test.
 
     python benchmarks/bench_evaluation.py [--queries 7000] [--depth 1000]
 
 A synthetic run (random, untied scores) and random graded qrels (0-3, 10 judged docs per query, 7 of them
-retrieved, at least one relevant). "cold" runs in a new process with an empty NUMBA_CACHE_DIR, so the first call
-pays ranx's JIT compilation; "cached" is a new process whose numba cache is already filled; "warm" repeats the
-call in this process (best of 3). Needs the `bench` extra (ir-measures, pytrec-eval-terrier).
+retrieved, at least one relevant), as dicts (what `read_run` / `read_qrels` return). "cold" runs in a new
+process with an empty NUMBA_CACHE_DIR, so ranx's first call pays its JIT compilation; "cached" is a new process
+whose numba cache is already filled; "warm" repeats the call in this process (best of 3). lit_ir's metrics are
+numpy (no JIT); "qrels cached" is lit_ir with the qrels already as arrays, as `collection_qrels` keeps them per
+collection and split. "ranx kernels on arrays" builds ranx's numba inputs from lit_ir's arrays (no dicts) and
+calls ranx's metric functions: the fastest ranx can be fed. Needs the `bench` extra (ir-measures, pytrec-eval-terrier).
 """
 
 from __future__ import annotations
@@ -64,10 +67,42 @@ def lit_ir_scores(run, qrels):
     return per_query_scores(run, qrels, METRICS)
 
 
+def lit_ir_cached_qrels(run, judged):
+    from lit_ir.evaluation import per_query_scores
+
+    return per_query_scores(run, judged, METRICS)
+
+
 def ranx_dict_means(run, qrels):
     import ranx
 
     return ranx.evaluate(qrels, run, METRICS)
+
+
+def ranx_array_scores(run, qrels):
+    """ranx's metric kernels on inputs built from arrays: per query, the ranking as (judged doc number or -1, score)
+    rows and the qrels as (doc number, grade) rows sorted by grade."""
+    import pandas as pd
+    from numba.typed import List as TypedList
+    from ranx.metrics import metric_switch
+
+    from lit_ir.evaluation import JudgedQrels, RankedJudgments, evaluated_query_ids, parse_metric
+
+    judged = JudgedQrels.from_qrels(qrels)
+    ranked = RankedJudgments.from_run(run, judged)
+    ranx_qrels, ranx_run = TypedList(), TypedList()
+    for i in range(len(judged)):
+        start, end = judged.offsets[i], judged.offsets[i + 1]
+        number = np.arange(end - start, dtype=np.float64)
+        ranx_qrels.append(np.stack([number, judged.grades[start:end].astype(np.float64)], axis=1))
+        rows = np.full((ranked.retrieved[i], 2), -1.0)
+        rows[:, 1] = -np.arange(ranked.retrieved[i])  # any descending score: the rows are in rank order
+        retrieved = ranked.rank[start:end] < ranked.retrieved[i]
+        rows[ranked.rank[start:end][retrieved], 0] = number[retrieved]
+        ranx_run.append(rows)
+    specs = [parse_metric(metric) for metric in METRICS]
+    scores = {s.name: metric_switch(s.base)(ranx_qrels, ranx_run, s.cutoff, s.level) for s in specs}
+    return pd.DataFrame(scores, index=evaluated_query_ids(judged))
 
 
 def worker(args) -> None:
@@ -75,7 +110,7 @@ def worker(args) -> None:
     import_seconds, _ = timed(__import__, "lit_ir.evaluation")
 
     run, qrels = synthetic(args.queries, args.depth)
-    function = {"lit_ir": lit_ir_scores, "ranx": ranx_dict_means}[args.worker]
+    function = {"lit_ir": lit_ir_scores, "ranx": ranx_dict_means, "ranx-arrays": ranx_array_scores}[args.worker]
     first, _ = timed(function, run, qrels)
     second, _ = timed(function, run, qrels)
     print(json.dumps({"import": import_seconds, "first": first, "second": second}))
@@ -129,7 +164,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--queries", type=int, default=7000)
     parser.add_argument("--depth", type=int, default=1000)
-    parser.add_argument("--worker", choices=["lit_ir", "ranx"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["lit_ir", "ranx", "ranx-arrays"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return worker(args)
@@ -150,18 +185,26 @@ def main() -> None:
         f"numba threads {numba.config.NUMBA_NUM_THREADS}\n"
     )
 
-    rows = []
-    for kind, label in [("lit_ir", "lit_ir per_query_scores"), ("ranx", "ranx.evaluate(dicts)")]:
+    from lit_ir.evaluation import JudgedQrels
+
+    rows, cold_seconds = [], {}
+    labels = {"lit_ir": "lit_ir per_query_scores", "ranx": "ranx.evaluate(dicts)", "ranx-arrays": "ranx kernels on arrays"}
+    for kind, label in labels.items():
         with tempfile.TemporaryDirectory() as cache_dir:
             cold = child(kind, args, cache_dir)
             cached = child(kind, args, cache_dir)
-        rows.append((f"{label}: cold, new process, empty numba cache (JIT)", cold["first"]))
+        cold_seconds[kind] = cold["first"]
+        rows.append((f"{label}: cold, new process, empty numba cache", cold["first"]))
         rows.append((f"{label}: new process, numba cache filled", cached["first"]))
         print(f"import lit_ir.evaluation: {cold['import']:.2f} s cold, {cached['import']:.2f} s cached ({kind} child)")
 
-    lit_ir_scores(run, qrels), ranx_dict_means(run, qrels)  # fill this process's JIT before the warm timings
-    rows.append(("lit_ir per_query_scores: warm, same process (best of 3)", best_of(3, lit_ir_scores, run, qrels)))
+    lit_ir_scores(run, qrels), ranx_dict_means(run, qrels), ranx_array_scores(run, qrels)  # fill the JIT first
+    judged = JudgedQrels.from_qrels(qrels)
+    warm = best_of(3, lit_ir_scores, run, qrels)
+    rows.append(("lit_ir per_query_scores: warm, same process (best of 3)", warm))
+    rows.append(("lit_ir per_query_scores, qrels cached: warm (best of 3)", best_of(3, lit_ir_cached_qrels, run, judged)))
     rows.append(("ranx.evaluate(dicts): warm, same process (best of 3)", best_of(3, ranx_dict_means, run, qrels)))
+    rows.append(("ranx kernels on arrays: warm, same process (best of 3)", best_of(3, ranx_array_scores, run, qrels)))
     pytrec_seconds, pytrec = timed(pytrec_eval_scores, run, qrels)
     rows.append(("pytrec_eval (C trec_eval; incl. top-10 cut for MRR@10)", pytrec_seconds))
     ir_measures_seconds, ir_measures_result = timed(ir_measures_scores, run, qrels)
@@ -170,9 +213,12 @@ def main() -> None:
     print(f"\n{'':70} {'seconds':>8} {'queries/s':>10}")
     for label, seconds in rows:
         print(f"{label:70} {seconds:8.2f} {n / seconds:10,.0f}")
+    print(f"\nlit_ir vs pytrec_eval: {pytrec_seconds / warm:.1f}x warm, {pytrec_seconds / cold_seconds['lit_ir']:.1f}x cold; "
+          f"ranx kernels on arrays: {pytrec_seconds / cold_seconds['ranx-arrays']:.1f}x cold")
 
     ours = lit_ir_scores(run, qrels)
     ranx_means = ranx_dict_means(run, qrels)
+    ranx_arrays = ranx_array_scores(run, qrels)
     tied = float32_tied_queries(run)
     untied = [qid for qid in ours.index if qid not in tied]
     print(f"\nagreement with lit_ir, max |difference| per query ({len(tied):,} of {n:,} queries have scores that tie")
@@ -182,6 +228,7 @@ def main() -> None:
         for subset, qids in [("all queries", ours.index), ("no float32 ties", untied)]:
             diffs = max_abs_diff(ours, theirs, qids)
             print(f"{f'{peer}, {subset}':36}" + "".join(f"{diffs[m]:13.2e}" for m in METRICS))
+    print(f"{'ranx kernels, all queries':36}" + "".join(f"{(ours[m] - ranx_arrays[m]).abs().max():13.2e}" for m in METRICS))
     print(f"{'ranx.evaluate, means':36}" + "".join(f"{abs(ours[m].mean() - ranx_means[m]):13.2e}" for m in METRICS))
     print("\nlit_ir means: " + ", ".join(f"{m} {ours[m].mean():.4f}" for m in METRICS))
 

@@ -78,12 +78,12 @@ def resident_mib() -> float:
 
 
 def measure(args: argparse.Namespace, model_name: str, version: str, checkpointing: bool,
-            device: torch.device) -> dict:
-    """Time one configuration in this process; returns its figures."""
+            device: torch.device, pool: TextPool | None = None) -> dict:
+    """Time one configuration in this process; returns its figures. `pool`: the texts (default: Cranfield's for
+    MiniLM, the toy collection's otherwise)."""
     with tempfile.TemporaryDirectory(prefix="bench-sir-") as folder:
         toy = toy_pool(Path(folder))
-        pool = cranfield_pool() if model_name == "minilm" else None
-        pool = pool or toy
+        pool = pool or (cranfield_pool() if model_name == "minilm" else None) or toy
         with quiet_stdout():
             path = resolve_model(model_name, cache_dir=Path(folder) / "cache", vocab_texts=toy.docs + toy.queries)
         levels = list(args.levels)

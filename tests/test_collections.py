@@ -461,7 +461,8 @@ def test_collection_config_composes_and_validates_on_queries_it_does_not_report(
             check_validation_disjoint(collection, val, tests)
         return  # folds are disjoint by construction; other local folders are the user's (???)
     collection = instantiate(config.source)  # resolves every ir_datasets id; downloads nothing
-    for split in [*train, *([val] if val else []), *tests, *config.relevance_levels]:
+    for split in [*train, *([val] if val else []), *tests, *config.relevance_levels,
+                  *(config.get("relevance_readings") or {})]:
         assert split in collection.splits(), f"{name}: split {split!r} is not in source.splits"
     local_qrels = dict(config.source.get("qrels_files") or {})
     for split in [*train, *([val] if val else []), *tests]:

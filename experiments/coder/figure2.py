@@ -7,7 +7,8 @@ candidates N (and of the other §4.4 settings: loss, random or in-batch negative
 Each run folder (a `python -m lit_ir.train` output, or every job of a --multirun sweep) gives one row / one curve:
 its setting from `config.yaml`, the final reranking metric from `metrics/<split>/metrics.json` (the base model's
 reranking of the same first stage, `base_rerank`, is the left-most point, as in the paper), and the validation curve
-from `csv/metrics.csv` when the CSV logger ran; p: paired t-test of CODER's reranking against the base model's. Writes `figure2.md` (table), `figure2.csv` and `figure2.png`.
+from `csv/metrics.csv` when the CSV logger ran; p: paired t-test of CODER's reranking against the base model's. Writes `figure2.md` (table), `figure2.csv` and `figure2.png`, and logs the plot and the table to W&B in the
+sweep's group when its runs logged to W&B.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 
 from lit_ir.evaluation import paired_t_test  # noqa: E402
+from lit_ir.tracking.groups import log_to_group  # noqa: E402
 
 
 def run_folders(paths: list[Path]) -> list[Path]:
@@ -121,6 +123,11 @@ def main() -> None:
     plot(table, curves, args.metric, args.split, args.out / "figure2.png")
     print(table.drop(columns="run").to_string(index=False))
     print(f"wrote {args.out / 'figure2.md'}, {args.out / 'figure2.png'}")
+    # to W&B, in the sweep's group (when its runs logged to W&B), written under the first sweep folder
+    logged = log_to_group(yaml.safe_load((folders[0] / "config.yaml").read_text()), "figure2", args.runs[0],
+                          images={"figure2": args.out / "figure2.png"}, tables={"figure2": table})
+    if logged:
+        print(f"W&B: {logged}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""Evaluation: ranx metrics, significance tests against a baseline, result files and tables."""
+"""Evaluation: ranking metrics (ranx's definitions, numpy), significance tests against a baseline, result files and tables."""
 
+from lit_ir.evaluation.judged import JudgedQrels, RankedJudgments, collection_qrels
 from lit_ir.evaluation.metrics import (
     MetricSpec,
     QueryCoverage,
@@ -9,6 +10,7 @@ from lit_ir.evaluation.metrics import (
     per_query_scores,
     query_coverage,
 )
+from lit_ir.evaluation.protocol import SplitProtocol, split_protocol
 from lit_ir.evaluation.report import (
     metrics_json,
     per_query_frame,
@@ -21,6 +23,10 @@ from lit_ir.evaluation.significance import Comparison, compare_runs, paired_t_te
 
 __all__ = [
     "Comparison",
+    "JudgedQrels",
+    "RankedJudgments",
+    "SplitProtocol",
+    "collection_qrels",
     "MetricSpec",
     "QueryCoverage",
     "compare_runs",
@@ -34,6 +40,7 @@ __all__ = [
     "print_table",
     "query_coverage",
     "results_table",
+    "split_protocol",
     "table_note",
     "write_metrics",
 ]

@@ -1,11 +1,13 @@
-"""Ranking metrics computed with ranx, per query and averaged.
+"""Ranking metrics, per query and averaged.
 
-Metric names are ranx's: "mrr@10", "ndcg@10", "map", "map@20", "recall@1000", ...
+Metric names are ranx's: "mrr@10", "ndcg@10", "map", "map@20", "recall@1000", ...; so are the definitions
+(`lit_ir.evaluation.measures` computes them with numpy and the tests check them per query against ranx).
 
 Relevance level: a document is relevant iff its grade >= `relevance_level`. Binary metrics (MRR, MAP,
 recall, precision, ...) get ranx's "-l<level>" suffix. Graded metrics (nDCG, DCG) always use every positive
 grade as its gain, as trec_eval does (TREC DL: nDCG@10 graded; MAP/MRR/recall "strict" at level 2).
-A name that already carries "-l<level>" is used as written.
+A name that already carries "-l<level>" is used as written; for a graded metric, grades below that level then
+gain nothing ("ndcg@10-l2": a grade-1 document counts as non-relevant, CODER's "strict" nDCG).
 
 Which queries are averaged:
 - the mean is over the *evaluated* queries: those in the qrels with at least one document graded
@@ -18,6 +20,7 @@ model) raises `InputError`.
 
 Documents are ranked with `lit_ir.data.trec.rank_documents` (score descending, ties by doc id descending,
 trec_eval's order), so tied scores give the same metric values here, in trec_eval and in a written run file.
+A NaN score is an error. Qrels may be given as a dict or as `JudgedQrels` (`collection_qrels` caches those).
 """
 
 from __future__ import annotations
@@ -25,18 +28,17 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass
 
-import numpy as np
 import pandas as pd
-from numba.typed import List as TypedList
-from ranx.metrics import metric_switch
 
-from lit_ir.data.trec import Qrels, Run, check_scores, rank_documents
+from lit_ir.data.trec import Qrels, Run, check_scores
 from lit_ir.errors import InputError
+from lit_ir.evaluation import measures
+from lit_ir.evaluation.judged import JudgedQrels, RankedJudgments
 
 log = logging.getLogger(__name__)
 
-BINARY_METRICS = frozenset({"hits", "hit_rate", "precision", "recall", "f1", "r-precision", "mrr", "map", "bpref"})
-GRADED_METRICS = frozenset({"ndcg", "dcg", "ndcg_burges", "dcg_burges"})
+BINARY_METRICS = frozenset(measures.BINARY)
+GRADED_METRICS = frozenset(measures.GRADED)
 
 
 @dataclass(frozen=True)
@@ -74,42 +76,48 @@ def parse_metric(metric: str, relevance_level: int = 1) -> MetricSpec:
     if base not in BINARY_METRICS | GRADED_METRICS:
         supported = ", ".join(sorted(BINARY_METRICS | GRADED_METRICS))
         raise InputError(f"unknown metric {metric!r}; supported (optionally '@k' and '-l<level>'): {supported}")
-    if (at and not (cutoff.isdigit() and int(cutoff) > 0)) or (level and not level.isdigit()):
+    if (at and not (cutoff.isdigit() and int(cutoff) > 0)) or (level and not (level.isdigit() and int(level) > 0)):
         raise InputError(f"malformed metric {metric!r}; expected e.g. 'ndcg@10', 'map', 'recall@100-l2'")
+    if at and base in measures.WITHOUT_CUTOFF:
+        raise InputError(f"metric {metric!r}: {base} takes no cutoff (it sets its own depth)")
     if not level:
         level = 1 if base in GRADED_METRICS else relevance_level
     return MetricSpec(metric, base, int(cutoff or 0), int(level))
 
 
-def evaluated_query_ids(qrels: Qrels, relevance_level: int = 1) -> list[str]:
+def evaluated_query_ids(qrels: Qrels | JudgedQrels, relevance_level: int = 1) -> list[str]:
     """Query ids of the qrels with at least one document graded >= `relevance_level`, in qrels order."""
-    return [qid for qid, docs in qrels.items() if any(grade >= relevance_level for grade in docs.values())]
+    judged = _judged(qrels)
+    return [judged.query_ids[i] for i in judged.evaluated(relevance_level)]
 
 
-def query_coverage(run: Run, qrels: Qrels, relevance_level: int = 1) -> QueryCoverage:
-    evaluated = evaluated_query_ids(qrels, relevance_level)
+def query_coverage(run: Run, qrels: Qrels | JudgedQrels, relevance_level: int = 1) -> QueryCoverage:
+    judged = _judged(qrels)
+    evaluated = evaluated_query_ids(judged, relevance_level)
+    judged_ids = set(judged.query_ids)
     return QueryCoverage(
-        judged=len(qrels),
+        judged=len(judged),
         evaluated=len(evaluated),
-        without_relevant=len(qrels) - len(evaluated),
+        without_relevant=len(judged) - len(evaluated),
         missing_from_run=sum(1 for qid in evaluated if not run.get(qid)),
-        not_in_qrels=sum(1 for qid in run if qid not in qrels),
+        not_in_qrels=sum(1 for qid in run if qid not in judged_ids),
     )
 
 
-def per_query_scores(run: Run, qrels: Qrels, metrics: list[str], relevance_level: int = 1) -> pd.DataFrame:
+def per_query_scores(run: Run, qrels: Qrels | JudgedQrels, metrics: list[str], relevance_level: int = 1
+                     ) -> pd.DataFrame:
     """Scores of every evaluated query: index = query id, one column per metric (named as given)."""
     if relevance_level < 1:
         raise InputError(f"relevance_level must be >= 1, got {relevance_level}")
     specs = [parse_metric(metric, relevance_level) for metric in metrics]
     check_scores(run)
-    coverage = query_coverage(run, qrels, relevance_level)
+    judged = _judged(qrels)
+    coverage = query_coverage(run, judged, relevance_level)
     _check_and_log(coverage, relevance_level)
-    qids = evaluated_query_ids(qrels, relevance_level)
-    ranx_qrels, ranx_run = _to_ranx(run, qrels, qids)
-    # ranx's metric functions directly: ranx.evaluate(return_mean=False) fails for a single metric (ranx 0.3.21).
-    scores = {spec.name: metric_switch(spec.base)(ranx_qrels, ranx_run, spec.cutoff, spec.level) for spec in specs}
-    return pd.DataFrame(scores, index=pd.Index(qids, name="query_id"))
+    evaluated = judged.subset(judged.evaluated(relevance_level))
+    ranked = RankedJudgments.from_run(run, evaluated)
+    scores = {spec.name: _measure(spec.base)(ranked, spec.cutoff, spec.level) for spec in specs}
+    return pd.DataFrame(scores, index=pd.Index(evaluated.query_ids, name="query_id"))
 
 
 def evaluate_run(run: Run, qrels: Qrels, metrics: list[str], relevance_level: int = 1) -> dict[str, float]:
@@ -143,23 +151,9 @@ def _check_and_log(coverage: QueryCoverage, relevance_level: int) -> None:
         log.warning("%d run queries are not in the qrels and are ignored", coverage.not_in_qrels)
 
 
-def _to_ranx(run: Run, qrels: Qrels, qids: list[str]) -> tuple[TypedList, TypedList]:
-    """ranx's array form: per query, rows of (doc number, grade or score), in the order ranx reads them.
-
-    Building it here, rather than letting ranx hash doc ids and re-sort, fixes the order of tied scores.
-    ranx only matches a query's run rows against the same query's qrels rows, so doc numbers are per query:
-    0..m-1 for the judged documents and -1 for every unjudged one.
-    """
-    ranx_qrels, ranx_run = TypedList(), TypedList()
-    for qid in qids:
-        # ranx computes the ideal DCG from the qrels rows as given, so they must be sorted by grade.
-        judged = sorted(qrels[qid].items(), key=lambda item: item[1], reverse=True)
-        number = {docid: i for i, (docid, _) in enumerate(judged)}
-        ranked = rank_documents(run.get(qid, {}))
-        ranx_qrels.append(_rows([(i, grade) for i, (_, grade) in enumerate(judged)]))
-        ranx_run.append(_rows([(number.get(docid, -1), score) for docid, score in ranked]))
-    return ranx_qrels, ranx_run
+def _judged(qrels: Qrels | JudgedQrels) -> JudgedQrels:
+    return qrels if isinstance(qrels, JudgedQrels) else JudgedQrels.from_qrels(qrels)
 
 
-def _rows(pairs: list[tuple[int, float]]) -> np.ndarray:
-    return np.array(pairs, dtype=np.float64).reshape(-1, 2)  # reshape: an empty list must still be 2-D
+def _measure(base: str):
+    return measures.BINARY.get(base) or measures.GRADED[base]

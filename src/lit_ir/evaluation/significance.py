@@ -11,6 +11,7 @@ from scipy import stats
 
 from lit_ir.data.trec import Qrels, Run
 from lit_ir.errors import InputError
+from lit_ir.evaluation.judged import JudgedQrels
 from lit_ir.evaluation.metrics import QueryCoverage, per_query_scores, query_coverage
 
 TEST_NAME = "paired two-sided Student t-test (scipy.stats.ttest_rel) over per-query scores"
@@ -51,7 +52,7 @@ def paired_t_test(scores: np.ndarray, baseline_scores: np.ndarray) -> float:
 
 def compare_runs(
     runs: dict[str, Run],
-    qrels: Qrels,
+    qrels: Qrels | JudgedQrels,
     metrics: list[str],
     baseline: str | None = None,
     relevance_level: int = 1,
@@ -62,6 +63,8 @@ def compare_runs(
         raise InputError("compare_runs needs at least one run")
     if baseline is not None and baseline not in runs:
         raise InputError(f"baseline {baseline!r} is not one of the runs {sorted(runs)}")
+    if not isinstance(qrels, JudgedQrels):
+        qrels = JudgedQrels.from_qrels(qrels)  # once for every run
     per_query = {name: per_query_scores(run, qrels, metrics, relevance_level) for name, run in runs.items()}
     means = {name: {metric: float(frame[metric].mean()) for metric in metrics} for name, frame in per_query.items()}
     p_values = {}

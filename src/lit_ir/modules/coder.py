@@ -38,7 +38,7 @@ from torch import nn
 
 from lit_ir.data.coder import CandidateBatch
 from lit_ir.data.trec import Run, write_run
-from lit_ir.evaluation import evaluate_run
+from lit_ir.evaluation import collection_qrels, evaluate_run, split_protocol
 from lit_ir.losses import CANDIDATE_LIST_LOSSES
 from lit_ir.models.bi_encoder import EXPORT_KIND, BiEncoder
 from lit_ir.models.candidate_scorer import DotProductScorer
@@ -68,6 +68,7 @@ class CoderModule(PlateauSchedules, L.LightningModule):
         metrics: tuple[str, ...] = ("mrr@10", "ndcg@10"),
         relevance_level: int = 1,
         relevance_levels: dict[str, int] | None = None,
+        relevance_readings: dict[str, dict[str, int]] | None = None,
         monitor: str = "mrr@10",
         run_dir: str | None = None,
         cache_dir: str | None = None,
@@ -238,9 +239,9 @@ class CoderModule(PlateauSchedules, L.LightningModule):
         return runs
 
     def _log_metrics(self, stage: str, split: str, system: str, run: Run) -> None:
-        level = (self.hparams.relevance_levels or {}).get(split, self.hparams.relevance_level)
-        qrels = self.trainer.datamodule.collection.qrels(split)
-        for metric, value in evaluate_run(run, qrels, list(self.hparams.metrics), level).items():
+        protocol = split_protocol(self.hparams, split)
+        qrels = collection_qrels(self.trainer.datamodule.collection, split)
+        for metric, value in evaluate_run(run, qrels, protocol.metrics, protocol.relevance_level).items():
             if stage == "val":
                 name = f"val/{metric}"
             else:

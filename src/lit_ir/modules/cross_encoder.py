@@ -18,7 +18,7 @@ from transformers import AutoTokenizer
 
 from lit_ir.data.rerank import GroupBatch, PairBatch
 from lit_ir.data.trec import Run, write_run
-from lit_ir.evaluation import evaluate_run
+from lit_ir.evaluation import collection_qrels, evaluate_run, split_protocol
 from lit_ir.losses import RANKING_LOSSES
 from lit_ir.models.cross_encoder import EXPORT_KIND, CrossEncoder
 from lit_ir.models.export import export_folder
@@ -42,6 +42,7 @@ class CrossEncoderModule(L.LightningModule):
         metrics: tuple[str, ...] = ("ndcg@10", "mrr@10"),
         relevance_level: int = 1,
         relevance_levels: dict[str, int] | None = None,
+        relevance_readings: dict[str, dict[str, int]] | None = None,
         monitor: str = "ndcg@10",
         run_dir: str | None = None,
         cache_dir: str | None = None,
@@ -137,9 +138,9 @@ class CrossEncoderModule(L.LightningModule):
             if not outputs:
                 continue
             runs[split] = run = self._gathered_run(split, outputs)
-            level = (self.hparams.relevance_levels or {}).get(split, self.hparams.relevance_level)
-            qrels = self.trainer.datamodule.collection.qrels(split)
-            for metric, value in evaluate_run(run, qrels, list(self.hparams.metrics), level).items():
+            protocol = split_protocol(self.hparams, split)
+            qrels = collection_qrels(self.trainer.datamodule.collection, split)
+            for metric, value in evaluate_run(run, qrels, protocol.metrics, protocol.relevance_level).items():
                 # the first metric of the validation split is what checkpoints and early stopping monitor
                 name = f"{stage}/{metric}" if stage == "val" else f"{stage}/{split}/{metric}"
                 self.log(name, value, prog_bar=stage == "val" and metric == self.hparams.monitor, sync_dist=False)

@@ -29,7 +29,8 @@ from rich.console import Console
 from lit_ir.data.folds import rotation
 from lit_ir.data.trec import Qrels, Run, read_run
 from lit_ir.errors import InputError
-from lit_ir.evaluation import Comparison, compare_runs, print_table, write_metrics
+from lit_ir.evaluation import Comparison, compare_runs, print_table, split_protocol, write_metrics
+from lit_ir.tracking.groups import log_to_group
 from lit_ir.utils.hydra import CONFIG_DIR
 from lit_ir.utils.io import atomic_write, write_json
 
@@ -75,8 +76,9 @@ def compose_train(experiment: str, output_dir: Path, overrides: Sequence[str] = 
     return cfg
 
 
-def run_stage(experiment: str, output_dir: Path, overrides: Sequence[str] = ()) -> Path:
-    """Run one `lit_ir.train` stage into `output_dir`, unless it already finished there with the same settings."""
+def run_stage(experiment: str, output_dir: Path, overrides: Sequence[str] = (), group: str | None = None) -> Path:
+    """Run one `lit_ir.train` stage into `output_dir`, unless it already finished there with the same settings.
+    `group`: the W&B group of the pipeline's runs (not a setting: a finished stage is reused under any group)."""
     marker = output_dir / "stage.json"
     settings = {"experiment": experiment, "overrides": list(overrides)}
     if marker.is_file():
@@ -89,15 +91,16 @@ def run_stage(experiment: str, output_dir: Path, overrides: Sequence[str] = ()) 
 
     output_dir.mkdir(parents=True, exist_ok=True)
     log.info("stage %s -> %s (%s)", experiment, output_dir, " ".join(overrides))
-    run(compose_train(experiment, output_dir, overrides))
+    run(compose_train(experiment, output_dir, [*overrides, *([f"run_group={group}"] if group else [])]))
     write_json(settings, marker)
     return output_dir
 
 
-def coarse_stage(target: Target, system: str, coarse_root: Path, pretrained: str, overrides: Sequence[str]) -> Path:
+def coarse_stage(target: Target, system: str, coarse_root: Path, pretrained: str, overrides: Sequence[str],
+                 group: str | None = None) -> Path:
     """Coarse-tune `pretrained` for `system` into `coarse_root/<system>`; return the exported model folder."""
     stage_dir = run_stage(target.coarse_experiment, coarse_root / system,
-                          [f"model.pretrained={pretrained}", *SYSTEMS[system], *overrides])
+                          [f"model.pretrained={pretrained}", *SYSTEMS[system], *overrides], group)
     return stage_dir / "model"
 
 
@@ -116,10 +119,15 @@ def rotations(target: Target, selected: Sequence[int] | None = None) -> list[tup
 
 
 def finetune_stages(target: Target, system_dir: Path, pretrained: str, overrides: Sequence[str],
-                    selected_folds: Sequence[int] | None = None) -> list[Path]:
+                    selected_folds: Sequence[int] | None = None, group: str | None = None) -> list[Path]:
     return [run_stage(target.finetune_experiment, system_dir / name,
-                      [f"model.pretrained={pretrained}", *split_overrides, *overrides])
+                      [f"model.pretrained={pretrained}", *split_overrides, *overrides], group)
             for name, split_overrides in rotations(target, selected_folds)]
+
+
+def pipeline_group(out_dir: Path) -> str:
+    """The W&B group of every stage a comparison or a sweep runs into `out_dir` (and of its tables and plots)."""
+    return f"coarse_tuning:{out_dir.name}"
 
 
 def _stage_config(stage_dir: Path) -> DictConfig:
@@ -173,9 +181,9 @@ def compare_systems(stage_dirs: dict[str, list[Path]], out_dir: Path, baseline: 
     runs.update({system: merged_runs(dirs) for system, dirs in stage_dirs.items()})
     comparisons = {}
     for group, group_qrels in qrels.items():
-        level = (cfg.collection.relevance_levels or {}).get(group, cfg.collection.relevance_level)
+        protocol = split_protocol(cfg.collection, group)
         comparison = compare_runs({system: by_group[group] for system, by_group in runs.items()}, group_qrels,
-                                  list(cfg.collection.metrics), baseline=baseline, relevance_level=level)
+                                  protocol.metrics, baseline=baseline, relevance_level=protocol.relevance_level)
         console.rule(f"{cfg.collection.source.get('name', '') or out_dir.name} / {group}")
         print_table(comparison, console)
         write_metrics(comparison, out_dir / group, extra_meta={"group": group, "stages": {
@@ -183,7 +191,18 @@ def compare_systems(stage_dirs: dict[str, list[Path]], out_dir: Path, baseline: 
         with atomic_write(out_dir / group / "results.md") as handle:
             handle.write(markdown_table(comparison))
         comparisons[group] = comparison
+    log_to_group(OmegaConf.to_container(cfg), f"results {out_dir.parent.name}", out_dir,
+                 tables={f"results/{group}": results_frame(comparison) for group, comparison in comparisons.items()})
     return comparisons
+
+
+def results_frame(comparison: Comparison):
+    """system x (metric, p_metric) as a DataFrame, the end-of-run table's layout."""
+    import pandas as pd
+
+    return pd.DataFrame([{"system": system, **means,
+                          **{f"p_{m}": comparison.p_values.get(system, {}).get(m) for m in comparison.metrics}}
+                         for system, means in comparison.means.items()])
 
 
 def markdown_table(comparison: Comparison, digits: int = 4) -> str:
@@ -212,12 +231,14 @@ def run_comparison(target_name: str, out_dir: Path, pretrained: str, systems: Se
     unknown = [system for system in systems if system not in SYSTEMS]
     if unknown:
         raise ValueError(f"unknown systems {unknown}; choose from {list(SYSTEMS)}")
-    stage_dirs = {}
+    stage_dirs, group = {}, pipeline_group(out_dir)
     for system in systems:
         start = pretrained
         if SYSTEMS[system] is not None:
-            start = str(coarse_stage(target, system, coarse_root or out_dir / "coarse", pretrained, coarse_overrides))
-        stage_dirs[system] = finetune_stages(target, out_dir / "finetune" / system, start, finetune_overrides, folds)
+            start = str(coarse_stage(target, system, coarse_root or out_dir / "coarse", pretrained, coarse_overrides,
+                                     group))
+        stage_dirs[system] = finetune_stages(target, out_dir / "finetune" / system, start, finetune_overrides, folds,
+                                             group)
     return compare_systems(stage_dirs, out_dir / "results", baseline=BASELINE if BASELINE in systems else systems[0])
 
 
@@ -234,18 +255,18 @@ def run_sweep(target_name: str, parameter: str, values: Sequence[str], out_dir: 
 
     if parameter not in SWEEP_PARAMETERS:
         raise ValueError(f"unknown sweep parameter {parameter!r}; choose from {list(SWEEP_PARAMETERS)}")
-    target = TARGETS[target_name]
+    target, group = TARGETS[target_name], pipeline_group(out_dir)
     stage_dirs = {BASELINE: finetune_stages(target, out_dir / "finetune" / BASELINE, pretrained, finetune_overrides,
-                                            folds)}
+                                            folds, group)}
     held_out = {}
     for value in values:
         system, folder = f"{parameter}={value}", f"{parameter}-{value}"  # no '=' in paths: Hydra parses overrides
         coarse_dir = run_stage(target.coarse_experiment, out_dir / "coarse" / folder,
                                [f"model.pretrained={pretrained}", f"{SWEEP_PARAMETERS[parameter]}={value}",
-                                *coarse_overrides])
+                                *coarse_overrides], group)
         held_out[system] = json.loads((coarse_dir / "metrics" / "held_out_clicks.json").read_text())
         stage_dirs[system] = finetune_stages(target, out_dir / "finetune" / folder, str(coarse_dir / "model"),
-                                             finetune_overrides, folds)
+                                             finetune_overrides, folds, group)
     comparisons = compare_systems(stage_dirs, out_dir / "results")
     group, comparison = next(iter(comparisons.items()))
     rows = []
@@ -263,6 +284,8 @@ def run_sweep(target_name: str, parameter: str, values: Sequence[str], out_dir: 
         handle.write(table.to_markdown(index=False, floatfmt=".4f"))
     plot_sweep(table, parameter, comparison.metrics, out_dir / "sweep.png")
     Console().print(table.to_string(index=False))
+    log_to_group(OmegaConf.to_container(_stage_config(stage_dirs[BASELINE][0])), f"sweep {parameter}", out_dir,
+                 images={"sweep": out_dir / "sweep.png"}, tables={"sweep": table})
     return out_dir / "sweep.csv"
 
 

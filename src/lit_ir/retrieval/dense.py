@@ -3,9 +3,13 @@
 Every index scores by inner product: a dot-product model's own score, and cosine for a cosine model (its stored
 embeddings and queries are normalised). `kind`:
 
-- "flat": exact search (IndexFlatIP), on the GPU when faiss has GPU support and CUDA is available;
+- "flat": exact search (IndexFlatIP), on the GPU when faiss has GPU support and CUDA is available; `shards=n`
+  splits the rows into n contiguous shards (IndexShards, searched in parallel and merged; on GPUs one per GPU);
 - "ivf": inverted lists (IndexIVFFlat): k-means cells, `nprobe` of them searched per query; approximate;
+- "ivfpq": inverted lists of product-quantised codes (IndexIVFPQ): `pq_m` bytes per vector (at 8 bits), the index
+  for MS MARCO scale on one device; approximate;
 - "hnsw": a navigable small-world graph (IndexHNSWFlat); approximate, CPU only.
+`index_memory(kind, count, dim, ...)` gives the bytes an index holds, in all and per shard (README: MS MARCO).
 
 `DenseFirstStage` is the dense counterpart of `BM25FirstStage` (the paper's M_C when it is the base model itself):
 a callable `(collection, split) -> run` that encodes the collection once into a cached store, searches it, and
@@ -37,13 +41,51 @@ from lit_ir.utils.hashing import short_hash
 
 log = logging.getLogger(__name__)
 
-KINDS = ("flat", "ivf", "hnsw")
+KINDS = ("flat", "ivf", "ivfpq", "hnsw")
 ADD_CHUNK = 65_536  # rows converted to float32 and added at a time: no full float32 copy of an fp16 store
 VOCAB_DOCS = 20_000  # a random-bert encoder learns its vocabulary from this many documents (as the datamodule does)
 
 
 def gpu_available() -> bool:
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0 and torch.cuda.is_available()
+
+
+def default_nlist(count: int) -> int:
+    """4 * sqrt(n) cells, at most n / 39 so that k-means has its 39 training points per cell."""
+    return max(1, min(int(4 * math.sqrt(count)), count // 39))
+
+
+def index_memory(kind: str, count: int, dim: int, shards: int = 1, nlist: int | None = None, pq_m: int | None = None,
+                 pq_bits: int = 8, hnsw_m: int = 32) -> dict[str, int]:
+    """Bytes an index holds (float32 vectors, int64 ids, coarse centroids, PQ codebooks, HNSW links): `total` and
+    `per_shard` (flat with `shards`; one shard otherwise)."""
+    nlist = nlist or default_nlist(count)
+    vectors = count * dim * 4
+    if kind == "flat":
+        total = vectors
+    elif kind == "ivf":
+        total = vectors + count * 8 + nlist * dim * 4
+    elif kind == "ivfpq":
+        pq_m = pq_m or default_pq_m(dim)
+        total = count * (pq_m * pq_bits // 8 + 8) + nlist * dim * 4 + (2**pq_bits) * dim * 4
+    elif kind == "hnsw":
+        total = vectors + count * hnsw_m * 2 * 4  # level 0 keeps 2M neighbours per node (int32), upper levels ~few %
+    else:
+        raise ValueError(f"unknown index kind {kind!r}; choose one of {KINDS}")
+    shards = shards if kind == "flat" else 1
+    return {"total": total, "per_shard": -(-total // shards), "shards": shards}
+
+
+def default_pq_m(dim: int) -> int:
+    """8 dimensions per sub-quantiser (768 -> 96 bytes a vector); `dim` must divide."""
+    if dim % 8:
+        raise ValueError(f"ivfpq: dim {dim} is not a multiple of 8; give pq_m, a divisor of {dim}")
+    return dim // 8
+
+
+def _add(index: faiss.Index, matrix: np.ndarray, start: int, end: int) -> None:
+    for chunk in range(start, end, ADD_CHUNK):
+        index.add(np.ascontiguousarray(matrix[chunk : min(chunk + ADD_CHUNK, end)], dtype=np.float32))
 
 
 class DenseIndex:
@@ -67,6 +109,9 @@ class DenseIndex:
         nlist: int | None = None,
         nprobe: int = 32,
         train_size: int = 100_000,
+        pq_m: int | None = None,
+        pq_bits: int = 8,
+        shards: int | str = 1,
         hnsw_m: int = 32,
         ef_construction: int = 80,
         ef_search: int = 128,
@@ -74,9 +119,10 @@ class DenseIndex:
     ) -> "DenseIndex":
         """Index the rows of `matrix` ([n, dim], any float dtype, a memmap is fine).
 
-        ivf: `nlist` cells (default 4 * sqrt(n), at most n / 39 so that k-means has its 39 points per cell),
-        trained on a random sample of `train_size` rows; `nprobe` cells are searched per query.
+        ivf, ivfpq: `nlist` cells (`default_nlist`), trained on a random sample of `train_size` rows; `nprobe`
+        cells are searched per query. ivfpq: `pq_m` sub-quantisers of `pq_bits` bits (`default_pq_m`).
         hnsw: `hnsw_m` links per node; `ef_construction` / `ef_search` trade build and search time for recall.
+        flat: `shards` (an int, or "auto" = one per GPU) contiguous shards searched in parallel.
         """
         if kind not in KINDS:
             raise ValueError(f"unknown index kind {kind!r}; choose one of {KINDS}")
@@ -89,24 +135,57 @@ class DenseIndex:
         if count != len(ids):
             raise ValueError(f"{count} rows but {len(ids)} ids")
         on_gpu = kind != "hnsw" and use_gpu in ("auto", True) and gpu_available()
+        if shards != 1 and kind != "flat":
+            raise ValueError(f"shards={shards!r}: only a flat index is sharded (ivf/ivfpq shrink it instead)")
+        if shards == "auto":
+            shards = faiss.get_num_gpus() if on_gpu else 1
+        if not (isinstance(shards, int) and 1 <= shards <= max(count, 1)):
+            raise ValueError(f"shards must be 'auto' or an int from 1 to the number of rows, got {shards!r}")
+        nlist = nlist or default_nlist(count)
         if kind == "flat":
             index = faiss.IndexFlatIP(dim)
         elif kind == "ivf":
-            nlist = nlist or max(1, min(int(4 * math.sqrt(count)), count // 39))
             index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+            index.nprobe = min(nprobe, nlist)
+        elif kind == "ivfpq":
+            pq_m = pq_m or default_pq_m(dim)
+            if dim % pq_m:
+                raise ValueError(f"ivfpq: pq_m={pq_m} does not divide dim {dim}")
+            index = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, nlist, pq_m, pq_bits, faiss.METRIC_INNER_PRODUCT)
             index.nprobe = min(nprobe, nlist)
         else:
             index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efConstruction, index.hnsw.efSearch = ef_construction, ef_search
+        memory = index_memory(kind, count, dim, shards, nlist, pq_m, pq_bits, hnsw_m)
+        log.info("%s index over %d x %d: %.2f GB%s", kind, count, dim, memory["total"] / 1e9,
+                 f", {shards} shards of {memory['per_shard'] / 1e9:.2f} GB" if shards > 1 else "")
+        if kind == "flat" and shards > 1:
+            return cls(cls._sharded_flat(matrix, dim, shards, on_gpu), ids, kind, on_gpu)
         if on_gpu:
-            cls._gpu_resources = getattr(cls, "_gpu_resources", None) or faiss.StandardGpuResources()
-            index = faiss.index_cpu_to_gpu(cls._gpu_resources, torch.cuda.current_device(), index)
-        if kind == "ivf":
+            index = faiss.index_cpu_to_gpu(cls._gpu(), torch.cuda.current_device(), index)
+        if kind in ("ivf", "ivfpq"):
             sample = np.sort(np.random.default_rng(seed).choice(count, size=min(train_size, count), replace=False))
             index.train(np.ascontiguousarray(matrix[sample], dtype=np.float32))
-        for start in range(0, count, ADD_CHUNK):
-            index.add(np.ascontiguousarray(matrix[start : start + ADD_CHUNK], dtype=np.float32))
+        _add(index, matrix, 0, count)
         return cls(index, ids, kind, on_gpu)
+
+    @classmethod
+    def _gpu(cls):
+        cls._gpu_resources = getattr(cls, "_gpu_resources", None) or faiss.StandardGpuResources()
+        return cls._gpu_resources
+
+    @classmethod
+    def _sharded_flat(cls, matrix: np.ndarray, dim: int, shards: int, on_gpu: bool) -> faiss.Index:
+        """Rows split into `shards` contiguous flat indexes (successive ids), one per GPU when on GPUs."""
+        sharded = faiss.IndexShards(dim, True, True)  # threaded search, successive ids
+        bounds = np.linspace(0, len(matrix), shards + 1).astype(int)
+        for shard, (start, end) in enumerate(zip(bounds[:-1], bounds[1:])):
+            part = faiss.IndexFlatIP(dim)
+            if on_gpu:
+                part = faiss.index_cpu_to_gpu(cls._gpu(), shard % faiss.get_num_gpus(), part)
+            _add(part, matrix, start, end)
+            sharded.add_shard(part)  # faiss keeps a reference to the shard
+        return sharded
 
     def __len__(self) -> int:
         return self.index.ntotal

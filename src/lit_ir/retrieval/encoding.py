@@ -100,6 +100,8 @@ def encode_documents(
     _barrier(distributed)
     writer = writer or make_writer()
     total = writer.rows[1] - writer.rows[0]
+    if distributed:
+        log.info("rank %d of %d encodes rows %d-%d of %s", rank, world_size, *writer.rows, path)
     if writer.rows_done:
         log.info("resuming %s: %d of %d rows of this shard already written", path, writer.rows_done, total)
     bar = tqdm(total=total, initial=writer.rows_done, unit="doc", unit_scale=True, dynamic_ncols=True,

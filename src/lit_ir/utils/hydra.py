@@ -6,6 +6,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from lit_ir.tracking import naming
+from lit_ir.utils import cluster
+
 CONFIG_DIR = Path(__file__).resolve().parents[3] / "conf"
 
 
@@ -20,3 +23,8 @@ def wandb_offline() -> bool:
 
 
 OmegaConf.register_new_resolver("wandb_offline", wandb_offline, replace=True)
+OmegaConf.register_new_resolver("run_stamp", cluster.run_stamp, replace=True)   # the run folder's name
+OmegaConf.register_new_resolver("run_name", naming.run_name, replace=True)
+OmegaConf.register_new_resolver("run_group", naming.run_group, replace=True)
+OmegaConf.register_new_resolver("job_type", naming.job_type, replace=True)
+OmegaConf.register_new_resolver("run_tags", naming.run_tags, replace=True)
