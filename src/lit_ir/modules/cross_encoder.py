@@ -4,6 +4,13 @@ Training: each query brings 1 positive + n negatives from a first-stage run; the
 cross-entropy over the group or pointwise BCE on every pair (the coarse-tuning paper's fine-tuning).
 Validation and test rerank the first-stage run, evaluate it with ranx and (test) write the reranked TREC run.
 Coarse-tuning and SIR build on this module.
+
+Interpolation with the first stage (`lit_ir.retrieval.fusion`): every validation pass picks the first-stage weight
+that maximises the monitored metric of the interpolated run on the validation split (unless
+`first_stage_weight` fixes it); the weight goes into the checkpoint, so the tested checkpoint comes with the weight
+chosen for it, and into `first_stage_weight.json` beside the test runs and in the export, which a later
+`pretrained=<export>` run without validation (train=false) reuses. Test writes `<split>.rerank.trec` (the pure
+reranker) and `<split>.interpolated.trec`.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from lit_ir.losses import RANKING_LOSSES
 from lit_ir.models.cross_encoder import CrossEncoder
 from lit_ir.models.tokenization import PairTokenizer
 from lit_ir.modules.shared import configure_optimizers, resolve_pretrained, seeded_init
+from lit_ir.retrieval.fusion import NORMALIZATIONS, FirstStageWeight, select_first_stage_weight, weight_grid
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +52,27 @@ class CrossEncoderModule(L.LightningModule):
         run_dir: str | None = None,
         cache_dir: str | None = None,
         init_seed: int = 0,
+        first_stage_weight: float | None = None,
+        score_normalization: str = "minmax",
+        first_stage_weight_step: float = 0.05,
     ):
         super().__init__()
         if loss not in RANKING_LOSSES:
             raise ValueError(f"unknown loss {loss!r}; choose one of {sorted(RANKING_LOSSES)}")
+        if score_normalization not in NORMALIZATIONS:
+            raise ValueError(f"model.score_normalization={score_normalization!r}: choose one of {NORMALIZATIONS}")
+        if first_stage_weight is not None and not 0.0 <= first_stage_weight <= 1.0:
+            raise ValueError(f"model.first_stage_weight={first_stage_weight}: a weight in [0, 1], or null to select "
+                             f"it on the validation split")
+        weight_grid(first_stage_weight_step)  # fails now, not after training, on a step that does not divide 1
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.loss_fn = RANKING_LOSSES[loss]
         self.model: CrossEncoder | None = None
+        # the interpolation weight used at test time: fixed, selected on validation, or saved with `pretrained`
+        self.first_stage_weight: FirstStageWeight | None = (
+            None if first_stage_weight is None else FirstStageWeight(first_stage_weight, score_normalization))
+        self._pretrained_weight: FirstStageWeight | None = None
         self._eval_outputs: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
 
     # ---- model -------------------------------------------------------------------------------------------------
@@ -64,6 +85,10 @@ class CrossEncoderModule(L.LightningModule):
             self.model = CrossEncoder.from_pretrained(path, dropout=self.hparams.dropout).train()
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.pair_tokenizer = PairTokenizer(self.tokenizer, self.hparams.max_query_length, self.hparams.max_length)
+        if self.first_stage_weight is None and (saved := FirstStageWeight.load(path)) is not None:
+            # an exported reranker: its validation-selected weight, until a validation pass here selects another
+            self.first_stage_weight = self._pretrained_weight = saved
+            log.info("first-stage weight %.2f (%s) from %s", saved.weight, saved.normalization, path)
 
     @property
     def ranker(self) -> CrossEncoder:
@@ -75,6 +100,12 @@ class CrossEncoderModule(L.LightningModule):
         return self.ranker(**inputs)
 
     # ---- training ----------------------------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        if self.first_stage_weight is not None and self.first_stage_weight is self._pretrained_weight:
+            # chosen for the weights training starts from, not for the ones it ends with
+            log.info("training: the first-stage weight saved with model.pretrained is dropped (validation selects one)")
+            self.first_stage_weight = None
+
     def on_train_epoch_start(self) -> None:
         # negatives are drawn per (seed, epoch, index): tell the dataset which epoch this is
         dataset = self.trainer.train_dataloader.dataset
@@ -117,6 +148,18 @@ class CrossEncoderModule(L.LightningModule):
             run.setdefault(query_id, {})[doc_id] = score
         return run
 
+    def _log_metrics(self, stage: str, split: str, run: Run, system: str = "") -> dict[str, float]:
+        """Evaluate `run` on `split` and log it: `val/<metric>` (what checkpoints and early stopping monitor) or
+        `test/<split>/<metric>`; another system than the pure reranker adds its name: `val/interpolated/<metric>`."""
+        level = (self.hparams.relevance_levels or {}).get(split, self.hparams.relevance_level)
+        qrels = self.trainer.datamodule.collection.qrels(split)
+        values = evaluate_run(run, qrels, list(self.hparams.metrics), level)
+        prefix = "/".join(part for part in (stage, split if stage != "val" else "", system) if part)
+        for metric, value in values.items():
+            self.log(f"{prefix}/{metric}", value, sync_dist=False,
+                     prog_bar=stage == "val" and not system and metric == self.hparams.monitor)
+        return values
+
     def _evaluate_splits(self, stage: str, splits: list[str]) -> dict[str, Run]:
         runs = {}
         for dataloader_idx, split in enumerate(splits):
@@ -124,30 +167,64 @@ class CrossEncoderModule(L.LightningModule):
             if not outputs:
                 continue
             runs[split] = run = self._gathered_run(split, outputs)
-            level = (self.hparams.relevance_levels or {}).get(split, self.hparams.relevance_level)
-            qrels = self.trainer.datamodule.collection.qrels(split)
-            for metric, value in evaluate_run(run, qrels, list(self.hparams.metrics), level).items():
-                # the first metric of the validation split is what checkpoints and early stopping monitor
-                name = f"{stage}/{metric}" if stage == "val" else f"{stage}/{split}/{metric}"
-                self.log(name, value, prog_bar=stage == "val" and metric == self.hparams.monitor, sync_dist=False)
+            self._log_metrics(stage, split, run)
         self._eval_outputs.clear()
         return runs
 
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking:
-            self._evaluate_splits("val", [self.trainer.datamodule.val_split])
+            split = self.trainer.datamodule.val_split
+            for run in self._evaluate_splits("val", [split]).values():
+                self._fit_first_stage_weight(split, run)
         self._eval_outputs.clear()
+
+    def _fit_first_stage_weight(self, split: str, run: Run) -> None:
+        """Select the interpolation weight on the validation run (unless fixed) and log the interpolated run."""
+        first_stage = self.trainer.datamodule.first_stage_run(split)
+        if self.hparams.first_stage_weight is None:
+            level = (self.hparams.relevance_levels or {}).get(split, self.hparams.relevance_level)
+            self.first_stage_weight = select_first_stage_weight(
+                run, first_stage, self.trainer.datamodule.collection.qrels(split), self.hparams.monitor, level,
+                self.hparams.score_normalization, self.hparams.first_stage_weight_step, split)
+        self.log("val/first_stage_weight", self.first_stage_weight.weight, sync_dist=False)
+        self._log_metrics("val", split, self.first_stage_weight.apply(run, first_stage), "interpolated")
 
     def on_test_epoch_end(self) -> None:
         runs = self._evaluate_splits("test", self.trainer.datamodule.test_splits)
+        weight = self.first_stage_weight
+        if weight is None and runs:
+            log.warning("no first-stage weight: no validation pass selected one and model.first_stage_weight is "
+                        "null, so only the pure reranker is written")
+        interpolated = {split: weight.apply(run, self.trainer.datamodule.first_stage_run(split))
+                        for split, run in runs.items()} if weight is not None else {}
+        for split, run in interpolated.items():
+            self._log_metrics("test", split, run, "interpolated")
         if self.hparams.run_dir and self.trainer.is_global_zero:
+            run_dir = Path(self.hparams.run_dir)
             for split, run in runs.items():
-                path = write_run(run, Path(self.hparams.run_dir) / f"{split}.rerank.trec", tag="lit_ir-cross-encoder")
+                path = write_run(run, run_dir / f"{split}.rerank.trec", tag="lit_ir-cross-encoder")
                 log.info("wrote reranked run %s", path)
+            for split, run in interpolated.items():
+                path = write_run(run, run_dir / f"{split}.interpolated.trec", tag="lit_ir-interpolated")
+                log.info("wrote the interpolated run %s (first-stage weight %.2f, %s)", path, weight.weight,
+                         weight.normalization)
+            if interpolated:
+                weight.save(run_dir)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.first_stage_weight is not None:
+            checkpoint["first_stage_weight"] = self.first_stage_weight.as_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self.hparams.first_stage_weight is None and "first_stage_weight" in checkpoint:
+            self.first_stage_weight = FirstStageWeight.from_dict(checkpoint["first_stage_weight"])
 
     def export(self, path: str | Path) -> Path:
-        """Write a Hugging Face folder (model + tokenizer + score head) that `pretrained=<path>` loads again."""
+        """Write a Hugging Face folder (model + tokenizer + score head, and the first-stage weight when there is one)
+        that `pretrained=<path>` loads again."""
         path = Path(path)
         self.ranker.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
+        if self.first_stage_weight is not None:
+            self.first_stage_weight.save(path)
         return path
