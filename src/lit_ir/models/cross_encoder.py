@@ -1,38 +1,80 @@
-"""monoBERT-style cross-encoder: a transformer reads `[CLS] query [SEP] document [SEP]` and a linear head on
-[CLS] gives the relevance score."""
+"""monoBERT-style cross-encoder: a transformer reads `[CLS] query [SEP] document [SEP]` and a head turns its
+output into the relevance score.
+
+Poolings (`pooling`, saved with the model):
+- `cls`: a linear head on the [CLS] vector (monoBERT);
+- `mean`: a linear head on the mean of the pair's token vectors (the pooling sentence-embedding models such as
+  all-MiniLM-L6-v2 were trained with, so their [CLS] vector carries little);
+- `segment_cosine`: scale * cosine(mean of the query segment, mean of the document segment) + bias, both means taken
+  from the joint encoding. For a sentence-embedding backbone the new head starts from the model's own similarity
+  (a warm start: a ranking close to the bi-encoder's from step 0), while attention across the pair still lets
+  fine-tuning learn interactions.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModel
 
+from lit_ir.errors import InputError
+
 HEAD_FILE = "score_head.pt"
+POOLING_FILE = "cross_encoder.json"
+POOLINGS = ("cls", "mean", "segment_cosine")
+COSINE_SCALE = 20.0  # the initial scale of segment_cosine: sentence-transformers' similarity scale for MiniLM
+
+
+def _masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    mask = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
+def saved_pooling(path: str | Path) -> str | None:
+    """The pooling a folder's score head was trained with; None for a folder without a score head."""
+    if (pooling_file := Path(path) / POOLING_FILE).is_file():
+        return json.loads(pooling_file.read_text())["pooling"]
+    return "cls" if (Path(path) / HEAD_FILE).is_file() else None  # an export from before poolings were saved
 
 
 class CrossEncoder(nn.Module):
-    def __init__(self, backbone: nn.Module):
+    def __init__(self, backbone: nn.Module, pooling: str = "cls"):
         super().__init__()
-        self.backbone = backbone
+        if pooling not in POOLINGS:
+            raise ValueError(f"unknown cross-encoder pooling {pooling!r}; choose one of {POOLINGS}")
+        self.backbone, self.pooling = backbone, pooling
         hidden = backbone.config.hidden_size
         self.dropout = nn.Dropout(getattr(backbone.config, "hidden_dropout_prob", 0.1))
-        self.score_head = nn.Linear(hidden, 1)
+        if pooling == "segment_cosine":  # score = weight * cosine + bias
+            self.score_head = nn.Linear(1, 1)
+            nn.init.constant_(self.score_head.weight, COSINE_SCALE)
+            nn.init.zeros_(self.score_head.bias)
+        else:
+            self.score_head = nn.Linear(hidden, 1)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, dropout: float | None = None) -> "CrossEncoder":
+    def from_pretrained(cls, path: str | Path, dropout: float | None = None,
+                        pooling: str | None = None) -> "CrossEncoder":
         """Load the backbone from a local model folder (see `lit_ir.models.hub.resolve_model`).
 
-        A folder written by `save_pretrained` also restores the score head; any other folder (a plain BERT, a
-        coarse-tuned checkpoint) starts with a freshly initialised head.
+        A folder written by `save_pretrained` also restores the score head and its pooling (`pooling`, if given,
+        must match it); any other folder (a plain BERT, a coarse-tuned checkpoint) starts with a freshly
+        initialised head, pooling `pooling` (default cls).
         """
+        saved = saved_pooling(path)
+        if saved is not None and pooling is not None and pooling != saved:
+            raise InputError(f"{path}: its score head was trained with pooling {saved!r}, not model.pooling="
+                             f"{pooling!r} (set model.pooling={saved} or null)")
         config = AutoConfig.from_pretrained(path)
         if dropout is not None:
             config.hidden_dropout_prob = config.attention_probs_dropout_prob = dropout
         # no pooler: monoBERT scores from the [CLS] vector, and an unused pooler breaks DDP's gradient sync
         backbone = AutoModel.from_pretrained(path, config=config, add_pooling_layer=False)
-        model = cls(backbone)
+        model = cls(backbone, pooling=saved or pooling or "cls")
         if (head := Path(path) / HEAD_FILE).is_file():
             model.score_head.load_state_dict(torch.load(head, map_location="cpu"))
         return model
@@ -41,10 +83,18 @@ class CrossEncoder(nn.Module):
         """Write a Hugging Face folder (backbone) plus the score head, loadable by `from_pretrained`."""
         self.backbone.save_pretrained(path)
         torch.save(self.score_head.state_dict(), Path(path) / HEAD_FILE)
+        (Path(path) / POOLING_FILE).write_text(json.dumps({"pooling": self.pooling}) + "\n")
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Scores of shape [batch] for a batch of tokenised (query, document) pairs."""
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
                                token_type_ids=token_type_ids).last_hidden_state
-        return self.score_head(self.dropout(hidden[:, 0])).squeeze(-1)
+        if self.pooling == "segment_cosine":
+            if token_type_ids is None:
+                raise ValueError("pooling segment_cosine needs token_type_ids to find the query and the document")
+            query = _masked_mean(hidden, attention_mask * (token_type_ids == 0))
+            document = _masked_mean(hidden, attention_mask * (token_type_ids == 1))
+            return self.score_head(F.cosine_similarity(query, document, dim=-1).unsqueeze(-1)).squeeze(-1)
+        pooled = hidden[:, 0] if self.pooling == "cls" else _masked_mean(hidden, attention_mask)
+        return self.score_head(self.dropout(pooled)).squeeze(-1)

@@ -45,6 +45,7 @@ class CrossEncoderModule(L.LightningModule):
         max_query_length: int = 32,
         max_length: int = 256,
         dropout: float | None = None,
+        pooling: str | None = None,
         metrics: tuple[str, ...] = ("ndcg@10", "mrr@10"),
         relevance_level: int = 1,
         relevance_levels: dict[str, int] | None = None,
@@ -82,7 +83,8 @@ class CrossEncoderModule(L.LightningModule):
             return
         path = resolve_pretrained(self)
         with seeded_init(self.hparams.init_seed):
-            self.model = CrossEncoder.from_pretrained(path, dropout=self.hparams.dropout).train()
+            self.model = CrossEncoder.from_pretrained(path, dropout=self.hparams.dropout,
+                                                      pooling=self.hparams.pooling).train()
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.pair_tokenizer = PairTokenizer(self.tokenizer, self.hparams.max_query_length, self.hparams.max_length)
         if self.first_stage_weight is None and (saved := FirstStageWeight.load(path)) is not None:
