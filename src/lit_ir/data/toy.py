@@ -11,8 +11,8 @@ It is small enough for a CPU quickstart and has structure that a neural ranker c
   repeat the anchor but are about another topic, so BM25, which mostly sees only the anchor, ranks them high.
 - The qrels are complete: every document of the collection that meets the rule is judged by it, also those
   generated for another query with the same topic and anchor, or as background. (Judging only a query's own
-  documents left such matches as unjudged false negatives, up to ~8 per query: training then told the model that
-  documents like its positives were negatives, and it learnt document identity instead of the synonyms.)
+  documents left ~14 such matches per query unjudged, about 4 relevant instead of 18: false negatives that told
+  training that documents like its positives were negatives, and scored a good ranking as a bad one.)
 - Topics and concepts recur across train, dev and test queries in new combinations, so a model that learns the
   synonyms and topics on train queries generalises to test queries.
 
