@@ -49,9 +49,23 @@ bench-bm25: install-bench
 bench-cross-encoder: install
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_cross_encoder.py
 
-## real data: BM25 vs a MiniLM cross-encoder trained on Cranfield train, evaluated on dev
+## real data: BM25 top 100 -> a MiniLM cross-encoder, pure and interpolated with BM25 (weight chosen on train_val),
+## paired t-tests vs BM25: the table goes to experiments/rerank/. Another folder of the same layout:
+## make monobert-scifact RERANK_OVERRIDES="collection.source.path=<BEIR folder> collection.test_splits=[test]" RERANK_SPLIT=test
+RERANK_RUNS ?= logs/rerank
+RERANK_SPLIT ?= dev
+RERANK_OVERRIDES ?=
+RERANK := HF_HUB_OFFLINE=1 $(BIN)/python -m lit_ir.train logger=csv trainer.enable_progress_bar=false
+.PHONY: monobert-scifact
 bench-cranfield: install-bench
-	HF_HUB_OFFLINE=1 $(BIN)/python -m lit_ir.train experiment=monobert_cranfield
+	$(RERANK) experiment=monobert_cranfield hydra.run.dir=$(RERANK_RUNS)/cranfield $(RERANK_OVERRIDES)
+	$(BIN)/python experiments/rerank/table.py $(RERANK_RUNS)/cranfield --split $(RERANK_SPLIT) \
+		--title "Cranfield $(RERANK_SPLIT): BM25 -> MiniLM cross-encoder" --out experiments/rerank/results_cranfield_$(RERANK_SPLIT).md
+
+monobert-scifact: install-bench
+	$(RERANK) experiment=monobert_scifact hydra.run.dir=$(RERANK_RUNS)/scifact $(RERANK_OVERRIDES)
+	$(BIN)/python experiments/rerank/table.py $(RERANK_RUNS)/scifact --split $(RERANK_SPLIT) \
+		--title "SciFact $(RERANK_SPLIT): BM25 -> MiniLM cross-encoder" --out experiments/rerank/results_scifact_$(RERANK_SPLIT).md
 
 ## dense retrieval (CODER's infrastructure)
 .PHONY: bench-dense
@@ -62,7 +76,7 @@ bench-dense: install-bench
 clean:
 	rm -rf logs .cache .pytest_cache
 
-## SIR (Self-Involvement Ranker) V0-V4: experiments (toy by default; SIR_SETUP=cranfield | msmarco_document),
+## SIR (Self-Involvement Ranker) V0-V4: experiments (toy by default; SIR_SETUP=cranfield | scifact | msmarco_document),
 ## the Cranfield comparison with paired t-tests vs V0, the Tables 2-3 shaped summary, and the step benchmark
 SIR_SETUP ?= toy
 SIR_EXPERIMENTS := sir_v0 sir_v1 sir_v1_random sir_v2 sir_v2_random sir_v3 sir_v3_random sir_v3_4levels \
@@ -70,7 +84,7 @@ SIR_EXPERIMENTS := sir_v0 sir_v1 sir_v1_random sir_v2 sir_v2_random sir_v3 sir_v
 SIR_RUNS ?= logs/sir/$(SIR_SETUP)
 # more overrides, e.g. the paper's HDCT top 100: SIR_ARGS='first_stage@data.first_stage=run_files data.first_stage.folder=/runs/hdct'
 SIR_ARGS ?=
-.PHONY: sir-all sir-table sir-cranfield bench-sir bench-sir-paper $(subst _,-,$(SIR_EXPERIMENTS))
+.PHONY: sir-all sir-table sir-cranfield sir-scifact bench-sir bench-sir-paper $(subst _,-,$(SIR_EXPERIMENTS))
 # make sir-v3, sir-v4-random-4levels, ...: one experiment into $(SIR_RUNS)/<experiment>
 $(subst _,-,$(SIR_EXPERIMENTS)): install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m lit_ir.train experiment=$(subst -,_,$@) sir_setup=$(SIR_SETUP) \
@@ -83,9 +97,14 @@ SIR_SPLIT ?= test
 sir-table: install
 	$(BIN)/python experiments/sir/table.py $(SIR_RUNS) --split $(SIR_SPLIT)
 
-# real data: V0 vs V1/V3/V4 Top and Random on Cranfield dev (MiniLM, BM25 top 100), MRR@10 / nDCG@10 with t-tests
+# real data: V0 vs V1/V3/V4 Top and Random on Cranfield dev (MiniLM, BM25 top 100), MRR@10 / nDCG@10 with t-tests;
+# tables (Tables 2-3 shaped) into experiments/sir/<setup>/. SIR_OVERRIDES / SIR_SPLIT: another folder or split
 sir-cranfield: install-bench
-	PYTHON=$(BIN)/python experiments/sir/run_cranfield.sh logs/sir/cranfield
+	SIR_TABLE_OUT=experiments/sir/cranfield PYTHON=$(BIN)/python experiments/sir/run.sh cranfield logs/sir/cranfield
+# V0 vs V1/V3/V4 (Top) on SciFact dev, the same budget each (conf/sir_setup/scifact.yaml)
+sir-scifact: install-bench
+	EXPERIMENTS="sir_v0 sir_v1 sir_v3 sir_v4" SIR_TABLE_OUT=experiments/sir/scifact PYTHON=$(BIN)/python \
+		experiments/sir/run.sh scifact logs/sir/scifact
 
 bench-sir: install
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_sir.py

@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from lit_ir.errors import ModelUnavailableError
+from lit_ir.errors import InputError, ModelUnavailableError
 from lit_ir.losses import listwise_softmax_ce, pointwise_bce
 from lit_ir.models.cross_encoder import CrossEncoder
 from lit_ir.models.hub import build_random_bert, resolve_model
@@ -77,6 +77,31 @@ def test_cross_encoder_save_and_load_round_trip(tmp_path, tiny_model):
     reloaded = CrossEncoder.from_pretrained(tmp_path / "saved", dropout=0.0).eval()
     with torch.no_grad():
         assert torch.allclose(reloaded(**inputs), scores)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "segment_cosine"])
+def test_cross_encoder_poolings_round_trip_and_refuse_another(tmp_path, tiny_model, pooling):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    model = CrossEncoder.from_pretrained(tiny_model, dropout=0.0, pooling=pooling).eval()
+    inputs = PairTokenizer(tokenizer, 8, 32)(TEXTS[:2], TEXTS[2:4])
+    with torch.no_grad():
+        scores = model(**inputs)
+        hidden = model.backbone(**inputs).last_hidden_state
+    mask = inputs["attention_mask"].bool()
+    if pooling == "mean":  # the head on the mean over the pair's tokens, padding left out
+        pooled = torch.stack([hidden[row][mask[row]].mean(0) for row in range(2)])
+        assert torch.allclose(scores, model.score_head(pooled).squeeze(-1), atol=1e-6)
+    else:  # 20 x cosine of the query segment's mean and the document segment's mean, before any training
+        segment = inputs["token_type_ids"].bool()
+        query = torch.stack([hidden[row][mask[row] & ~segment[row]].mean(0) for row in range(2)])
+        document = torch.stack([hidden[row][mask[row] & segment[row]].mean(0) for row in range(2)])
+        assert torch.allclose(scores, 20.0 * torch.cosine_similarity(query, document, dim=-1), atol=1e-5)
+    model.save_pretrained(tmp_path / "saved")
+    reloaded = CrossEncoder.from_pretrained(tmp_path / "saved", dropout=0.0).eval()  # the pooling comes back too
+    with torch.no_grad():
+        assert reloaded.pooling == pooling and torch.allclose(reloaded(**inputs), scores)
+    with pytest.raises(InputError, match=f"pooling '{pooling}'"):
+        CrossEncoder.from_pretrained(tmp_path / "saved", pooling="cls")
 
 
 def test_losses_on_a_hand_computed_case():

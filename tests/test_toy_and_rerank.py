@@ -40,6 +40,21 @@ def test_toy_structure(toy):
     assert len(clicks) == 10 and all(click.doc_id in toy.docs() for click in clicks)
 
 
+def test_toy_qrels_judge_every_document_that_meets_the_rule(tmp_path):
+    # one anchor and two topics: every two queries share the anchor, and about half share the topic too, so their
+    # relevant documents (on the topic, with the anchor) are the same set; the old qrels judged only a query's own
+    toy = ToyCollection(tmp_path, n_topics=2, n_anchors=1, n_queries={"train": 12, "dev": 1, "test": 1},
+                        n_background_docs=10, n_click_queries=1)
+    qrels = toy.qrels("train")
+    relevant = [frozenset(doc for doc, grade in judged.items() if grade >= 1) for judged in qrels.values()]
+    assert len(set(relevant)) == 2  # one set per topic
+    assert all(a == b or not a & b for a in relevant for b in relevant)
+    for judged, own in zip(qrels.values(), relevant):
+        # a query's distractors (grade 0) are about the other topic: relevant to that topic's queries
+        distractors = {doc for doc, grade in judged.items() if grade == 0}
+        assert distractors and distractors <= set().union(*relevant) - own
+
+
 def test_toy_regenerates_when_settings_change(tmp_path):
     ToyCollection(tmp_path, **SMALL)
     changed = ToyCollection(tmp_path, **{**SMALL, "n_background_docs": 30})

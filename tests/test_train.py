@@ -32,7 +32,7 @@ def test_train_tests_reports_and_exports(tmp_path, shared_cache):
     outputs = run(cfg)
 
     metrics = _metrics(outputs["metrics/test"])
-    assert set(metrics) == {"first_stage", "reranker"}
+    assert set(metrics) == {"first_stage", "reranker", "interpolated"}  # interpolated: tests/test_fusion.py
     assert set(metrics["reranker"]) == set(cfg.collection.metrics)
     assert all(0.0 <= value <= 1.0 for system in metrics.values() for value in system.values())
     # reranking the first stage's top-k cannot change recall at that depth
@@ -42,7 +42,7 @@ def test_train_tests_reports_and_exports(tmp_path, shared_cache):
     assert len(reranked) == 8 and all(len(docs) <= 20 for docs in reranked.values())
     assert (tmp_path / "config.yaml").read_text().count("random-bert-32x1") >= 1  # the resolved config is saved
     per_query = pd.read_csv(outputs["metrics/test"].parent / "per_query.csv")
-    assert len(per_query) == 2 * 8
+    assert len(per_query) == 3 * 8
 
     logged = pd.read_csv(tmp_path / "csv" / "metrics.csv")
     assert "train/loss" in logged and logged["val/ndcg@10"].notna().any()

@@ -4,6 +4,13 @@ Training: each query brings 1 positive + n negatives from a first-stage run; the
 cross-entropy over the group or pointwise BCE on every pair (the coarse-tuning paper's fine-tuning).
 Validation and test rerank the first-stage run, evaluate it with ranx and (test) write the reranked TREC run.
 Coarse-tuning and SIR build on this module.
+
+Interpolation with the first stage (`lit_ir.retrieval.fusion`): every validation pass picks the first-stage weight
+that maximises the monitored metric of the interpolated run on the validation split (unless
+`first_stage_weight` fixes it); the weight goes into the checkpoint, so the tested checkpoint comes with the weight
+chosen for it, and into `first_stage_weight.json` beside the test runs and in the export, which a later
+`pretrained=<export>` run without validation (train=false) reuses. Test writes `<split>.rerank.trec` (the pure
+reranker) and `<split>.interpolated.trec`.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from lit_ir.models.export import export_folder
 from lit_ir.models.tokenization import PairTokenizer, TruncationCount, check_length
 from lit_ir.modules.shared import (TruncationLog, configure_optimizers, eval_split, resolve_pretrained,
                                    seeded_init, train_split_name)
+from lit_ir.retrieval.fusion import NORMALIZATIONS, FirstStageWeight, select_first_stage_weight, weight_grid
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +47,7 @@ class CrossEncoderModule(L.LightningModule):
         max_query_length: int = 32,
         max_length: int = 256,
         dropout: float | None = None,
+        pooling: str | None = None,
         metrics: tuple[str, ...] = ("ndcg@10", "mrr@10"),
         relevance_level: int = 1,
         relevance_levels: dict[str, int] | None = None,
@@ -48,16 +57,29 @@ class CrossEncoderModule(L.LightningModule):
         cache_dir: str | None = None,
         init_seed: int = 0,
         new_head: bool = False,
+        first_stage_weight: float | None = None,
+        score_normalization: str = "minmax",
+        first_stage_weight_step: float = 0.05,
     ):
         super().__init__()
         if loss not in RANKING_LOSSES:
             raise ValueError(f"unknown loss {loss!r}; choose one of {sorted(RANKING_LOSSES)}")
+        if score_normalization not in NORMALIZATIONS:
+            raise ValueError(f"model.score_normalization={score_normalization!r}: choose one of {NORMALIZATIONS}")
+        if first_stage_weight is not None and not 0.0 <= first_stage_weight <= 1.0:
+            raise ValueError(f"model.first_stage_weight={first_stage_weight}: a weight in [0, 1], or null to select "
+                             f"it on the validation split")
+        weight_grid(first_stage_weight_step)  # fails now, not after training, on a step that does not divide 1
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.loss_fn = RANKING_LOSSES[loss]
         self.truncation = TruncationLog({"query": f"model.max_query_length={max_query_length}",
                                          "document": f"model.max_length={max_length}"})
         self.model: CrossEncoder | None = None
+        # the interpolation weight used at test time: fixed, selected on validation, or saved with `pretrained`
+        self.first_stage_weight: FirstStageWeight | None = (
+            None if first_stage_weight is None else FirstStageWeight(first_stage_weight, score_normalization))
+        self._pretrained_weight: FirstStageWeight | None = None
         self._eval_outputs: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
 
     # ---- model -------------------------------------------------------------------------------------------------
@@ -68,10 +90,15 @@ class CrossEncoderModule(L.LightningModule):
         path = resolve_pretrained(self)
         with seeded_init(self.hparams.init_seed):
             self.model = CrossEncoder.from_pretrained(path, dropout=self.hparams.dropout,
-                                                      new_head=self.hparams.new_head).train()
+                                                      new_head=self.hparams.new_head,
+                                                      pooling=self.hparams.pooling).train()
         check_length(self.model.backbone.config, "model.max_length", self.hparams.max_length, self.hparams.pretrained)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.pair_tokenizer = PairTokenizer(self.tokenizer, self.hparams.max_query_length, self.hparams.max_length)
+        if self.first_stage_weight is None and (saved := FirstStageWeight.load(path)) is not None:
+            # an exported reranker: its validation-selected weight, until a validation pass here selects another
+            self.first_stage_weight = self._pretrained_weight = saved
+            log.info("first-stage weight %.2f (%s) from %s", saved.weight, saved.normalization, path)
 
     @property
     def ranker(self) -> CrossEncoder:
@@ -84,6 +111,12 @@ class CrossEncoderModule(L.LightningModule):
         return self.ranker(**inputs)
 
     # ---- training ----------------------------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        if self.first_stage_weight is not None and self.first_stage_weight is self._pretrained_weight:
+            # chosen for the weights training starts from, not for the ones it ends with
+            log.info("training: the first-stage weight saved with model.pretrained is dropped (validation selects one)")
+            self.first_stage_weight = None
+
     def on_train_epoch_start(self) -> None:
         # negatives are drawn per (seed, epoch, index): tell the dataset which epoch this is
         dataset = self.trainer.train_dataloader.dataset
@@ -131,6 +164,18 @@ class CrossEncoderModule(L.LightningModule):
             run.setdefault(query_id, {})[doc_id] = score
         return run
 
+    def _log_metrics(self, stage: str, split: str, run: Run, system: str = "") -> dict[str, float]:
+        """Evaluate `run` on `split` and log it: `val/<metric>` (what checkpoints and early stopping monitor) or
+        `test/<split>/<metric>`; another system than the pure reranker adds its name: `val/interpolated/<metric>`."""
+        protocol = split_protocol(self.hparams, split)
+        qrels = collection_qrels(self.trainer.datamodule.collection, split)
+        values = evaluate_run(run, qrels, protocol.metrics, protocol.relevance_level)
+        prefix = "/".join(part for part in (stage, split if stage != "val" else "", system) if part)
+        for metric, value in values.items():
+            self.log(f"{prefix}/{metric}", value, sync_dist=False,
+                     prog_bar=stage == "val" and not system and metric == self.hparams.monitor)
+        return values
+
     def _evaluate_splits(self, stage: str, splits: list[str]) -> dict[str, Run]:
         runs = {}
         for dataloader_idx, split in enumerate(splits):
@@ -138,32 +183,65 @@ class CrossEncoderModule(L.LightningModule):
             if not outputs:
                 continue
             runs[split] = run = self._gathered_run(split, outputs)
-            protocol = split_protocol(self.hparams, split)
-            qrels = collection_qrels(self.trainer.datamodule.collection, split)
-            for metric, value in evaluate_run(run, qrels, protocol.metrics, protocol.relevance_level).items():
-                # the first metric of the validation split is what checkpoints and early stopping monitor
-                name = f"{stage}/{metric}" if stage == "val" else f"{stage}/{split}/{metric}"
-                self.log(name, value, prog_bar=stage == "val" and metric == self.hparams.monitor, sync_dist=False)
+            self._log_metrics(stage, split, run)
             self.truncation.report(self, split)
         self._eval_outputs.clear()
         return runs
 
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking:
-            self._evaluate_splits("val", [self.trainer.datamodule.val_split])
+            split = self.trainer.datamodule.val_split
+            for run in self._evaluate_splits("val", [split]).values():
+                self._fit_first_stage_weight(split, run)
         self._eval_outputs.clear()
+
+    def _fit_first_stage_weight(self, split: str, run: Run) -> None:
+        """Select the interpolation weight on the validation run (unless fixed) and log the interpolated run."""
+        first_stage = self.trainer.datamodule.first_stage_run(split)
+        if self.hparams.first_stage_weight is None:
+            self.first_stage_weight = select_first_stage_weight(
+                run, first_stage, collection_qrels(self.trainer.datamodule.collection, split), self.hparams.monitor,
+                split_protocol(self.hparams, split).relevance_level,
+                self.hparams.score_normalization, self.hparams.first_stage_weight_step, split)
+        self.log("val/first_stage_weight", self.first_stage_weight.weight, sync_dist=False)
+        self._log_metrics("val", split, self.first_stage_weight.apply(run, first_stage), "interpolated")
 
     def on_test_epoch_end(self) -> None:
         runs = self._evaluate_splits("test", self.trainer.datamodule.test_splits)
+        weight = self.first_stage_weight
+        if weight is None and runs:
+            log.warning("no first-stage weight: no validation pass selected one and model.first_stage_weight is "
+                        "null, so only the pure reranker is written")
+        interpolated = {split: weight.apply(run, self.trainer.datamodule.first_stage_run(split))
+                        for split, run in runs.items()} if weight is not None else {}
+        for split, run in interpolated.items():
+            self._log_metrics("test", split, run, "interpolated")
         if self.hparams.run_dir and self.trainer.is_global_zero:
+            run_dir = Path(self.hparams.run_dir)
             for split, run in runs.items():
-                path = write_run(run, Path(self.hparams.run_dir) / f"{split}.rerank.trec", tag="lit_ir-cross-encoder")
+                path = write_run(run, run_dir / f"{split}.rerank.trec", tag="lit_ir-cross-encoder")
                 log.info("wrote reranked run %s", path)
+            for split, run in interpolated.items():
+                path = write_run(run, run_dir / f"{split}.interpolated.trec", tag="lit_ir-interpolated")
+                log.info("wrote the interpolated run %s (first-stage weight %.2f, %s)", path, weight.weight,
+                         weight.normalization)
+            if interpolated:
+                weight.save(run_dir)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.first_stage_weight is not None:
+            checkpoint["first_stage_weight"] = self.first_stage_weight.as_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self.hparams.first_stage_weight is None and "first_stage_weight" in checkpoint:
+            self.first_stage_weight = FirstStageWeight.from_dict(checkpoint["first_stage_weight"])
 
     def export(self, path: str | Path) -> Path:
-        """Write a Hugging Face folder (model + tokenizer + score head) that `pretrained=<path>` loads again;
-        whole or not at all (`lit_ir.models.export`)."""
+        """Write a Hugging Face folder (model + tokenizer + score head, and the first-stage weight when there is one)
+        that `pretrained=<path>` loads again; whole or not at all (`lit_ir.models.export`)."""
         with export_folder(path, EXPORT_KIND) as staging:
             self.ranker.save_pretrained(staging)
             self.tokenizer.save_pretrained(staging)
+            if self.first_stage_weight is not None:
+                self.first_stage_weight.save(staging)
         return Path(path)

@@ -111,9 +111,11 @@ class SIRModule(CrossEncoderModule):
                  self.num_stages, stage + 1, self.init_policy)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
         checkpoint["sir_stage"] = self.stage
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
         self.stage = checkpoint.get("sir_stage", 0)
         self._set_trainable()
 
