@@ -94,7 +94,7 @@ bench-sir-paper: install
 		--chunk-size 22 --checkpointing on --steps 1
 
 ## coarse-tuning: MLM + Query-Document Pair Prediction on click logs, then fine-tuning (experiments/coarse_tuning/)
-.PHONY: coarse-toy coarse-cranfield coarse-cranfield-minilm coarse-ablations-cranfield coarse-query-prediction coarse-sweep-rate coarse-sweep-epochs coarse-robust04 coarse-trec-covid coarse-trec-dl
+.PHONY: coarse-toy coarse-cranfield coarse-scifact coarse-cranfield-minilm coarse-ablations-cranfield coarse-query-prediction coarse-sweep-rate coarse-sweep-epochs coarse-robust04 coarse-trec-covid coarse-trec-dl
 COARSE_OUT ?= logs/coarse_tuning
 COARSE_PRETRAINED ?= bert-tiny-mlm
 COARSE_TARGET ?= cranfield
@@ -110,7 +110,18 @@ coarse-toy: install
 
 # real data: fine-tune only vs coarse-tune + fine-tune on Cranfield (clicks.tsv), 5-fold CV, paired t-tests
 coarse-cranfield: install-bench
-	$(COARSE) compare --target cranfield --pretrained $(COARSE_PRETRAINED) --systems fine_only,coarse --out $(COARSE_OUT)/cranfield-$(COARSE_PRETRAINED)
+	$(COARSE) compare --target cranfield --pretrained $(COARSE_PRETRAINED) --systems fine_only,coarse --out $(COARSE_OUT)/cranfield-$(COARSE_PRETRAINED) \
+		--table experiments/coarse_tuning/results/cranfield-$(COARSE_PRETRAINED).md
+
+# real data: fine-tune only vs coarse-tune + fine-tune on SciFact dev; the click log is cut from SciFact's titles
+# (lit_ir.data.pseudo_clicks), fine-tuning trains on train_fit and selects on train_val. Another BEIR folder of the
+# same layout: COARSE_SCIFACT_ARGS='--coarse collection.source.path=X --finetune collection.source.path=X \
+#   --finetune collection.test_splits=[test]'
+COARSE_SCIFACT_ARGS ?=
+COARSE_SCIFACT_TABLE ?= experiments/coarse_tuning/results/scifact-$(COARSE_PRETRAINED).md
+coarse-scifact: install-bench
+	$(COARSE) compare --target scifact --pretrained $(COARSE_PRETRAINED) --systems fine_only,coarse \
+		--out $(COARSE_OUT)/scifact-$(COARSE_PRETRAINED) --table $(COARSE_SCIFACT_TABLE) $(COARSE_SCIFACT_ARGS)
 
 # the same for MiniLM with a new MLM head, sized for 2 CPU cores (1 rotation, 128 tokens, 1 epoch per stage)
 coarse-cranfield-minilm: install-bench
