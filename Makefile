@@ -157,7 +157,7 @@ coarse-trec-dl: install
 	$(COARSE) compare --target trec_dl $(COARSE_PAPER) --out $(COARSE_OUT)/trec_dl
 
 ## CODER (lit_ir.modules.coder): listwise training of a bi-encoder's query encoder against frozen document embeddings
-.PHONY: coder-cranfield coder-figure2 coder-ablations coder-tasb coder-repbert coder-tripclick bench-coder
+.PHONY: coder-cranfield coder-scifact coder-figure2 coder-ablations coder-tasb coder-repbert coder-tripclick bench-coder
 CODER_RUNS ?= logs/coder
 # real data, offline (~15 min on 2 CPU cores): MiniLM base, training candidates from BM25 and from MiniLM itself;
 # CODER vs MiniLM on Cranfield dev, single-stage and reranking BM25, with paired t-tests
@@ -167,6 +167,15 @@ coder-cranfield: install-bench
 		hydra.run.dir=$(CODER_RUNS)/cranfield-minilm
 	$(BIN)/python experiments/coder/compare_base.py $(CODER_RUNS)/cranfield-bm25 $(CODER_RUNS)/cranfield-minilm \
 		--out experiments/coder/results/cranfield.md
+# real data, offline: MiniLM vs CODER(MiniLM) on SciFact dev (train on train_fit, select on train_val), single-stage
+# (FAISS) and reranking BM25's top 100, paired t-tests. Another BEIR folder of the same layout, or other splits:
+# CODER_SCIFACT_ARGS='collection.source.path=X collection.test_splits=[test]'
+CODER_SCIFACT_ARGS ?=
+CODER_SCIFACT_TABLE ?= experiments/coder/results/scifact.md
+coder-scifact: install-bench
+	HF_HUB_OFFLINE=1 $(BIN)/python -m lit_ir.train experiment=coder_scifact hydra.run.dir=$(CODER_RUNS)/scifact \
+		$(CODER_SCIFACT_ARGS)
+	$(BIN)/python experiments/coder/compare_base.py $(CODER_RUNS)/scifact --out $(CODER_SCIFACT_TABLE)
 # Figure 2's shape: a --multirun sweep over the number of training candidates N, then table + plot
 CODER_NS ?= 10,30,100,300,1000
 # epochs per sweep job: 5 for the committed figure and ablations (15 = the experiment's default)
