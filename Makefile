@@ -115,7 +115,7 @@ bench-sir-paper: install
 		--chunk-size 22 --checkpointing on --steps 1
 
 ## coarse-tuning: MLM + Query-Document Pair Prediction on click logs, then fine-tuning (experiments/coarse_tuning/)
-.PHONY: coarse-toy coarse-cranfield coarse-cranfield-minilm coarse-ablations-cranfield coarse-query-prediction coarse-sweep-rate coarse-sweep-epochs coarse-robust04 coarse-trec-covid coarse-trec-dl
+.PHONY: coarse-toy coarse-cranfield coarse-scifact coarse-cranfield-minilm coarse-ablations-cranfield coarse-query-prediction coarse-sweep-rate coarse-sweep-epochs coarse-robust04 coarse-trec-covid coarse-trec-dl
 COARSE_OUT ?= logs/coarse_tuning
 COARSE_PRETRAINED ?= bert-tiny-mlm
 COARSE_TARGET ?= cranfield
@@ -131,7 +131,18 @@ coarse-toy: install
 
 # real data: fine-tune only vs coarse-tune + fine-tune on Cranfield (clicks.tsv), 5-fold CV, paired t-tests
 coarse-cranfield: install-bench
-	$(COARSE) compare --target cranfield --pretrained $(COARSE_PRETRAINED) --systems fine_only,coarse --out $(COARSE_OUT)/cranfield-$(COARSE_PRETRAINED)
+	$(COARSE) compare --target cranfield --pretrained $(COARSE_PRETRAINED) --systems fine_only,coarse --out $(COARSE_OUT)/cranfield-$(COARSE_PRETRAINED) \
+		--table experiments/coarse_tuning/results/cranfield-$(COARSE_PRETRAINED).md
+
+# real data: fine-tune only vs coarse-tune + fine-tune on SciFact dev; the click log is cut from SciFact's titles
+# (lit_ir.data.pseudo_clicks), fine-tuning trains on train_fit and selects on train_val. Another BEIR folder of the
+# same layout: COARSE_SCIFACT_ARGS='--coarse collection.source.path=X --finetune collection.source.path=X \
+#   --finetune collection.test_splits=[test]'
+COARSE_SCIFACT_ARGS ?=
+COARSE_SCIFACT_TABLE ?= experiments/coarse_tuning/results/scifact-$(COARSE_PRETRAINED).md
+coarse-scifact: install-bench
+	$(COARSE) compare --target scifact --pretrained $(COARSE_PRETRAINED) --systems fine_only,coarse \
+		--out $(COARSE_OUT)/scifact-$(COARSE_PRETRAINED) --table $(COARSE_SCIFACT_TABLE) $(COARSE_SCIFACT_ARGS)
 
 # the same for MiniLM with a new MLM head, sized for 2 CPU cores (1 rotation, 128 tokens, 1 epoch per stage)
 coarse-cranfield-minilm: install-bench
@@ -167,7 +178,7 @@ coarse-trec-dl: install
 	$(COARSE) compare --target trec_dl $(COARSE_PAPER) --out $(COARSE_OUT)/trec_dl
 
 ## CODER (lit_ir.modules.coder): listwise training of a bi-encoder's query encoder against frozen document embeddings
-.PHONY: coder-cranfield coder-figure2 coder-ablations coder-tasb coder-repbert coder-tripclick bench-coder
+.PHONY: coder-cranfield coder-scifact coder-figure2 coder-ablations coder-tasb coder-repbert coder-tripclick bench-coder
 CODER_RUNS ?= logs/coder
 # real data, offline (~15 min on 2 CPU cores): MiniLM base, training candidates from BM25 and from MiniLM itself;
 # CODER vs MiniLM on Cranfield dev, single-stage and reranking BM25, with paired t-tests
@@ -177,6 +188,15 @@ coder-cranfield: install-bench
 		hydra.run.dir=$(CODER_RUNS)/cranfield-minilm
 	$(BIN)/python experiments/coder/compare_base.py $(CODER_RUNS)/cranfield-bm25 $(CODER_RUNS)/cranfield-minilm \
 		--out experiments/coder/results/cranfield.md
+# real data, offline: MiniLM vs CODER(MiniLM) on SciFact dev (train on train_fit, select on train_val), single-stage
+# (FAISS) and reranking BM25's top 100, paired t-tests. Another BEIR folder of the same layout, or other splits:
+# CODER_SCIFACT_ARGS='collection.source.path=X collection.test_splits=[test]'
+CODER_SCIFACT_ARGS ?=
+CODER_SCIFACT_TABLE ?= experiments/coder/results/scifact.md
+coder-scifact: install-bench
+	HF_HUB_OFFLINE=1 $(BIN)/python -m lit_ir.train experiment=coder_scifact hydra.run.dir=$(CODER_RUNS)/scifact \
+		$(CODER_SCIFACT_ARGS)
+	$(BIN)/python experiments/coder/compare_base.py $(CODER_RUNS)/scifact --out $(CODER_SCIFACT_TABLE)
 # Figure 2's shape: a --multirun sweep over the number of training candidates N, then table + plot
 CODER_NS ?= 10,30,100,300,1000
 # epochs per sweep job: 5 for the committed figure and ablations (15 = the experiment's default)

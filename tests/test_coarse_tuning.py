@@ -88,6 +88,33 @@ def test_qdpp_only_reads_unmasked_pairs(coarse_run, shared_cache, tmp_path):
         CoarseTuningModule(pretrained=str(outputs["model"]), mlm_weight=0.0, qdpp_weight=0.0)
 
 
+def test_held_out_qdpp_reads_unmasked_pairs_and_mlm_one_fixed_mask(coarse_run):
+    from hydra.utils import instantiate
+
+    out, cfg, outputs = coarse_run
+    module = instantiate({**cfg.model, "pretrained": str(outputs["model"])}, _convert_="all")
+    clean = instantiate({**cfg.model, "pretrained": str(outputs["model"]), "mlm_weight": 0.0}, _convert_="all")
+    for m in (module, clean):
+        m.configure_model()
+        m.model.eval()
+    batch = QDPPBatch(["vijugi fisiju", "gevu sate"] * 4, ["vijugi fisiju gevu sate mola"] * 8,
+                      torch.tensor([1.0, 0.0] * 4))
+    held_out = module.losses(batch, module._masking_generator("val", 0), unmasked_qdpp=True)
+    unmasked = clean.losses(batch, unmasked_qdpp=True)
+    masked = module.losses(batch, module._masking_generator("val", 0))
+    assert held_out["qdpp_loss"].item() == pytest.approx(unmasked["qdpp_loss"].item())
+    assert masked["qdpp_loss"].item() != pytest.approx(unmasked["qdpp_loss"].item())  # the mask hides query words
+    # validation and test mask the same held-out tokens: their MLM losses are the same number
+    again = module.losses(batch, module._masking_generator("test", 0), unmasked_qdpp=True)
+    assert again["mlm_loss"].item() == held_out["mlm_loss"].item() and held_out["mlm_loss"].item() > 0
+    # so the test figures are those of the validation that chose the tested checkpoint
+    logged = pd.read_csv(out / "csv" / "metrics.csv")
+    best = logged.dropna(subset=["val/loss"]).sort_values("val/loss").iloc[0]
+    tested = logged.dropna(subset=["test/loss"]).iloc[0]
+    for name in ("loss", "mlm_loss", "qdpp_loss", "qdpp_acc"):
+        assert tested[f"test/{name}"] == pytest.approx(best[f"val/{name}"]), name
+
+
 def test_query_prediction_measures(coarse_run):
     out, cfg, outputs = coarse_run
     predictor = QueryPredictor.from_pretrained(outputs["model"], max_query_length=16, max_length=48)
@@ -144,14 +171,17 @@ def test_sweep_writes_a_table_and_a_plot(tmp_path, shared_cache):
 
 @pytest.mark.parametrize("experiment", ["coarse_orcas", "coarse_orcas_mlm_only", "coarse_orcas_qdpp_only",
                                         "coarse_cranfield", "coarse_finetune_cranfield", "coarse_finetune_robust04",
-                                        "coarse_finetune_trec_covid", "coarse_finetune_trec_dl"])
+                                        "coarse_finetune_trec_covid", "coarse_finetune_trec_dl", "coarse_scifact",
+                                        "coarse_finetune_scifact"])
 def test_paper_experiment_configs_compose(experiment, tmp_path):
     cfg = compose_train(experiment, tmp_path)
     if experiment.startswith("coarse_finetune"):
         assert cfg.model.loss == "bce" and cfg.model.monitor in cfg.collection.metrics  # the paper: pointwise
         assert {"ndcg@5"} <= set(cfg.collection.metrics) and any(m.startswith("mrr") for m in cfg.collection.metrics)
     else:
-        assert cfg.data._target_.endswith("ClickDataModule") and cfg.trainer.max_epochs == 4
+        assert cfg.data._target_.endswith("ClickDataModule")
+        assert cfg.trainer.max_epochs == {"coarse_scifact": 2}.get(experiment, 4)
+        assert cfg.model.optimizer.lr == 1e-3  # 1e-4 never learned QDPP on Cranfield's log
         assert (cfg.model.mlm_weight, cfg.model.qdpp_weight) == {"coarse_orcas_mlm_only": (1.0, 0.0),
                                                                  "coarse_orcas_qdpp_only": (0.0, 1.0)}.get(
             experiment, (1.0, 1.0))

@@ -18,12 +18,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from lit_ir.pipelines.coarse_tuning import SYSTEMS, TARGETS, run_comparison, run_sweep  # noqa: E402
+from lit_ir.pipelines.coarse_tuning import SYSTEMS, TARGETS, run_comparison, run_sweep, write_tables  # noqa: E402
 
 
 def main() -> None:
@@ -40,13 +41,17 @@ def main() -> None:
     parser.add_argument("--finetune", action="append", default=[], help="override for the fine-tuning stage")
     parser.add_argument("--coarse-root", type=Path, help="compare: where the coarse stages go (default <out>/coarse); "
                         "share one to coarse-tune on ORCAS once for several targets")
+    parser.add_argument("--table", type=Path, help="compare: also write the results tables (markdown, paired t-tests) "
+                        "here, one section per test group, with the command that made them")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     out = args.out or Path("logs/coarse_tuning") / f"{args.target}-{args.command}"
     folds = [int(fold) for fold in args.folds.split(",")] if args.folds else None
     if args.command == "compare":
-        run_comparison(args.target, out, args.pretrained, args.systems.split(","), args.coarse, args.finetune, folds,
-                       args.coarse_root)
+        comparisons = run_comparison(args.target, out, args.pretrained, args.systems.split(","), args.coarse,
+                                     args.finetune, folds, args.coarse_root)
+        if args.table:
+            write_tables(comparisons, args.table, command=" ".join(["python", *sys.argv]))
     else:
         if not args.param or not args.values:
             parser.error("sweep needs --param and --values")

@@ -4,6 +4,8 @@ reranking of the first stage (M_F -> CODER vs M_F -> base), each with a paired t
     python experiments/coder/compare_base.py <run folder> [<run folder> ...] [--split dev] \
         [--metrics ndcg@10 mrr@10] [--out experiments/coder/results/cranfield.md]
 
+Without --split, every test split of the runs (their config's collection.test_splits) gets a table of its own.
+
 Reads `<run>/metrics/<split>/per_query.csv`, which the end-of-run report writes for every system the CODER module
 wrote (first_stage, reranker, dense, base_rerank, base_dense). The training-candidate source (M_C) of each run is
 read from its config.yaml.
@@ -46,21 +48,38 @@ def compare(folder: Path, split: str, metrics: list[str]) -> list[dict]:
     return rows
 
 
+def test_splits(folders: list[Path]) -> list[str]:
+    """The test splits of the runs, in order (each run's config.yaml: collection.test_splits)."""
+    splits: list[str] = []
+    for folder in folders:
+        config = yaml.safe_load((folder / "config.yaml").read_text())
+        splits += [split for split in config["collection"]["test_splits"] if split not in splits]
+    return splits
+
+
+def table(folders: list[Path], split: str, metrics: list[str]) -> str:
+    frame = pd.DataFrame([row for folder in folders for row in compare(folder, split, metrics)])
+    frame = frame.drop_duplicates(subset=["setting", "system", *metrics])  # base rows repeat across runs
+    num_queries = len(pd.read_csv(folders[0] / "metrics" / split / "per_query.csv", usecols=["query_id"])
+                      ["query_id"].unique())
+    return (frame.to_markdown(index=False, floatfmt=".4f") + f"\n\np: paired two-sided t-test of CODER against the "
+            f"base model over the {num_queries} {split} queries.\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path)
-    parser.add_argument("--split", default="dev")
+    parser.add_argument("--split", default=None, help="the test split to compare on (default: every one)")
     parser.add_argument("--metrics", nargs="+", default=["ndcg@10", "mrr@10"])
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    table = pd.DataFrame([row for folder in args.runs for row in compare(folder, args.split, args.metrics)])
-    table = table.drop_duplicates(subset=["setting", "system", *args.metrics])  # base rows repeat across runs
-    text = table.to_markdown(index=False, floatfmt=".4f")
+    splits = [args.split] if args.split else test_splits(args.runs)
+    tables = {split: table(args.runs, split, args.metrics) for split in splits}
+    text = tables[splits[0]] if len(splits) == 1 else "\n".join(f"## {s}\n\n{t}" for s, t in tables.items())
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n\np: paired two-sided t-test of CODER against the base model over the "
-                            f"{args.split} queries.\n")
+        args.out.write_text(text)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ masked language modelling and query-document relations with Query-Document Pair 
 Input: `[CLS] query [SEP] document [SEP]`; loss = mlm_weight * MLM + qdpp_weight * QDPP (the paper: MLM + QDPP,
 lambda = qdpp_weight = 1). MLM-only and QDPP-only ablations set one weight to 0; with mlm_weight = 0 nothing is
 masked, so the QDPP-only model reads clean pairs. Validation and test run on held-out clicks (queries unseen in
-training) and log the MLM loss, the QDPP loss and QDPP accuracy.
+training) and log the MLM loss, the QDPP loss and QDPP accuracy: QDPP on the unmasked pairs (what fine-tuning and
+ranking read; a mask would hide some of the few words a short query has), MLM on one seeded mask of the same pairs,
+the same in every validation and in the test, so that the figures compare across epochs and runs.
 
 The export is a Hugging Face masked-LM folder: the cross-encoder fine-tuning loads it with
 `model.pretrained=<run>/model` (a fresh score head, or the QDPP head with `qdpp_head_as_score_head=true`), and
@@ -79,28 +81,34 @@ class CoarseTuningModule(L.LightningModule):
 
     # ---- one step ----------------------------------------------------------------------------------------------
     def _masking_generator(self, stage: str, batch_idx: int) -> torch.Generator:
-        # training masks differ per step and rank; held-out masks are the same every epoch, so losses compare
-        step = self.global_step if stage == "train" else 0
-        key = unit_hash(self.hparams.init_seed, stage, step, batch_idx, self.global_rank)
+        # training masks differ per step and rank; held-out masks depend on the batch only: validation and test
+        # (the same held-out loader) mask the same tokens every time, so their MLM losses compare
+        key = (unit_hash(self.hparams.init_seed, stage, self.global_step, batch_idx, self.global_rank)
+               if stage == "train" else unit_hash(self.hparams.init_seed, "held_out", batch_idx, self.global_rank))
         return torch.Generator().manual_seed(int(key * 2**62))
 
     def losses(self, batch: QDPPBatch, generator: torch.Generator | None = None,
-               count: TruncationCount | None = None) -> dict[str, torch.Tensor]:
-        """total, mlm, qdpp losses and QDPP accuracy on one batch; `count` adds the texts that were cut."""
+               count: TruncationCount | None = None, unmasked_qdpp: bool = False) -> dict[str, torch.Tensor]:
+        """total, mlm, qdpp losses and QDPP accuracy on one batch; `count` adds the texts that were cut. Training
+        predicts both from the masked pairs (one pass, as BERT's NSP + MLM); `unmasked_qdpp` (held-out evaluation)
+        predicts QDPP from the unmasked pairs in a second pass."""
         tokens = self.pair_tokenizer(batch.queries, batch.docs, count)
         inputs = {key: value.to(self.device) for key, value in tokens.items()}
-        labels = None
+        masked, labels = inputs, None
         if self.hparams.mlm_weight > 0:
-            inputs["input_ids"], labels = mask_tokens(
+            corrupted, labels = mask_tokens(
                 inputs["input_ids"], inputs["attention_mask"], self.tokenizer.all_special_ids,
                 self.tokenizer.mask_token_id, self.model.config.vocab_size, self.hparams.mlm_probability,
                 self.hparams.query_mlm_probability, inputs["token_type_ids"], generator)
+            masked = {**inputs, "input_ids": corrupted}
         # QDPP-only: no masked position, but the MLM head stays in the graph (DDP wants every parameter used)
         if labels is None:
             positions = torch.zeros_like(inputs["input_ids"], dtype=torch.bool)
         else:
             positions = labels != IGNORE_INDEX
-        qdpp_logits, mlm_logits = self.model(**inputs, mlm_positions=positions)
+        qdpp_logits, mlm_logits = self.model(**masked, mlm_positions=positions)
+        if unmasked_qdpp and masked is not inputs:
+            qdpp_logits, _ = self.model(**inputs)
         qdpp_labels = batch.labels.to(self.device)
         mlm_labels = inputs["input_ids"].new_zeros(0) if labels is None else labels[positions]
         total, mlm, qdpp = coarse_tuning_loss(mlm_logits, mlm_labels, qdpp_logits, qdpp_labels,
@@ -110,7 +118,7 @@ class CoarseTuningModule(L.LightningModule):
 
     def _step(self, batch: QDPPBatch, batch_idx: int, stage: str) -> torch.Tensor:
         count = self.truncation.count(self, f"clicks_{stage}")  # training clicks, held-out val / test clicks
-        values = self.losses(batch, self._masking_generator(stage, batch_idx), count)
+        values = self.losses(batch, self._masking_generator(stage, batch_idx), count, unmasked_qdpp=stage != "train")
         for name, value in values.items():
             self.log(f"{stage}/{name}", value, prog_bar=name in ("loss", "qdpp_acc"), batch_size=len(batch.queries),
                      on_step=stage == "train", on_epoch=True, sync_dist=stage != "train")

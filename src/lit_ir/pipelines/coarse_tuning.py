@@ -57,6 +57,8 @@ class Target:
 TARGETS = {
     "toy": Target("coarse_toy", "coarse_finetune_toy", None),  # offline, seconds: the pipeline's tests
     "cranfield": Target("coarse_cranfield", "coarse_finetune_cranfield", 5),
+    # a pseudo click log cut from SciFact's titles; fine-tuned on train_fit, selected on train_val, tested on dev
+    "scifact": Target("coarse_scifact", "coarse_finetune_scifact", None),
     "robust04": Target("coarse_orcas", "coarse_finetune_robust04", 5),
     "trec_covid": Target("coarse_orcas", "coarse_finetune_trec_covid", 5),
     "trec_dl": Target("coarse_orcas", "coarse_finetune_trec_dl", None),
@@ -219,6 +221,15 @@ def markdown_table(comparison: Comparison, digits: int = 4) -> str:
         rows.append(f"| {label} | " + " | ".join(cells) + " |")
     return header + "\n".join(rows) + f"\n\n{comparison.num_queries} queries; paired two-sided t-test vs " \
                                       f"{comparison.baseline}.\n"
+
+
+def write_tables(comparisons: dict[str, Comparison], path: Path, command: str | None = None) -> Path:
+    """The comparisons' markdown tables in one file, a section per test group (`cv`, `dev`, ...)."""
+    parts = [f"<!-- written by: {command} -->\n"] if command else []
+    parts += [f"## {group}\n\n{markdown_table(comparison)}" for group, comparison in comparisons.items()]
+    with atomic_write(path) as handle:
+        handle.write("\n".join(parts))
+    return path
 
 
 def run_comparison(target_name: str, out_dir: Path, pretrained: str, systems: Sequence[str] = tuple(SYSTEMS),
