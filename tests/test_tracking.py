@@ -61,7 +61,7 @@ def test_offline_run_has_the_name_group_table_summary_and_artifacts(tmp_path, sh
     metrics = list(cfg.collection.metrics)
     assert table["columns"] == ["system", *metrics, *(f"p_{m}" for m in metrics)]
     rows = {row[0]: dict(zip(table["columns"], row)) for row in table["data"]}
-    assert set(rows) == {"first_stage", "reranker"}
+    assert set(rows) == {"first_stage", "reranker", "interpolated"}  # interpolated: weight chosen on validation
     for system, means in written["metrics"].items():
         for metric, value in means.items():
             assert rows[system][metric] == pytest.approx(value)
@@ -76,7 +76,8 @@ def test_offline_run_has_the_name_group_table_summary_and_artifacts(tmp_path, sh
     assert report.type == "evaluation" and {e.path for e in report.manifest.contents} == {"metrics.json",
                                                                                           "per_query.csv"}
     runs = wandb_run.artifact(f"runs-test-{run_id}")
-    assert {e.path for e in runs.manifest.contents} == {"test.first_stage.trec", "test.rerank.trec"}
+    assert {e.path for e in runs.manifest.contents} == {"test.first_stage.trec", "test.rerank.trec",
+                                                        "test.interpolated.trec"}
     assert outputs.metrics["val/ndcg@10_best"] > 0  # what a sweeper optimises
 
 
