@@ -24,16 +24,23 @@ from lit_ir.evaluation import paired_t_test
 PAIRS = [("dense", "base_dense", "single-stage"), ("reranker", "base_rerank", "reranking the first stage")]
 
 
+def source_name(component: dict) -> str:
+    """What a first-stage component of the config retrieves with."""
+    target = component["_target_"]
+    return "dense base model" if "DenseFirstStage" in target else "run files" if "RunFiles" in target else "BM25"
+
+
 def candidate_source(config: dict) -> str:
-    candidates = config["data"].get("candidates") or config["data"]["first_stage"]
-    return "dense base model" if "DenseFirstStage" in candidates["_target_"] else "BM25"
+    """M_C: where the training candidates come from (the first stage unless data.candidates says otherwise)."""
+    return source_name(config["data"].get("candidates") or config["data"]["first_stage"])
 
 
 def compare(folder: Path, split: str, metrics: list[str]) -> list[dict]:
     config = yaml.safe_load((folder / "config.yaml").read_text())
     per_query = pd.read_csv(folder / "metrics" / split / "per_query.csv", dtype={"query_id": str})
     by_system = {system: frame.set_index("query_id").sort_index() for system, frame in per_query.groupby("system")}
-    rows = [{"M_C": candidate_source(config), "setting": "first stage (M_F)", "system": "first_stage",
+    first_stage = f"first stage (M_F = {source_name(config['data']['first_stage'])})"
+    rows = [{"M_C": "-", "setting": first_stage, "system": "first_stage",
              **{m: by_system["first_stage"][m].mean() for m in metrics}}]
     for system, base, setting in PAIRS:
         if system not in by_system or base not in by_system:
@@ -62,7 +69,11 @@ def table(folders: list[Path], split: str, metrics: list[str]) -> str:
     frame = frame.drop_duplicates(subset=["setting", "system", *metrics])  # base rows repeat across runs
     num_queries = len(pd.read_csv(folders[0] / "metrics" / split / "per_query.csv", usecols=["query_id"])
                       ["query_id"].unique())
-    return (frame.to_markdown(index=False, floatfmt=".4f") + f"\n\np: paired two-sided t-test of CODER against the "
+    for column in metrics:
+        frame[column] = frame[column].map(lambda value: f"{value:.4f}")
+    for column in (c for c in frame.columns if c.startswith("p ")):  # small p-values stay readable: 1.3e-06
+        frame[column] = frame[column].map(lambda p: "" if pd.isna(p) else f"{p:.4f}" if p >= 1e-3 else f"{p:.1e}")
+    return (frame.to_markdown(index=False, disable_numparse=True) + f"\n\np: paired two-sided t-test of CODER against the "
             f"base model over the {num_queries} {split} queries.\n")
 
 
