@@ -46,6 +46,17 @@ def test_names_groups_job_types_and_tags_come_from_the_hydra_job(tmp_path):
     assert run_group(None, "train") == "train:lr-sweep"  # every job of the sweep: one group
 
 
+def test_a_name_with_an_interpolation_override_stays_a_plain_string():
+    # make coder-cranfield's second run: the name is a config value, so `${...}` in it was read as an interpolation
+    # (cut at 128 characters it did not even parse, and the logger failed to instantiate)
+    _hydra_job(["experiment=coder_cranfield", "data.candidates=${data.embeddings}", f"data.num_candidates={'9' * 120}"])
+    name = run_name("train")
+    assert name.startswith("coder_cranfield data.candidates=$(data.embeddings) data.num_candidates=999")
+    config = OmegaConf.create({"data": {"embeddings": {"k": 1}}, "logger": {"name": name}})
+    OmegaConf.resolve(config)
+    assert config.logger.name == name
+
+
 def test_offline_run_has_the_name_group_table_summary_and_artifacts(tmp_path, shared_cache):
     from lit_ir.train import run
 

@@ -11,11 +11,13 @@ Outside a Hydra job (a composed config in a notebook) the name is the given defa
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from omegaconf import OmegaConf
 
 MAX_LENGTH = 128  # W&B truncates longer names and groups in its tables
 PLUMBING = ("experiment", "hydra", "paths", "logger", "run_group", "ckpt_path")
@@ -36,8 +38,13 @@ def _is_plumbing(override: str) -> bool:
 
 def run_name(default: str) -> str:
     hydra = _hydra()
-    overrides = [o.lstrip("+~") for o in (hydra.overrides.task if hydra is not None else []) if not _is_plumbing(o)]
-    return " ".join([_experiment(hydra, default), *overrides])[:MAX_LENGTH]
+    # as typed: read unresolved, or an override like data.candidates=${data.embeddings} comes back interpolated
+    typed = OmegaConf.to_container(hydra.overrides, resolve=False)["task"] if hydra is not None else []
+    overrides = [o.lstrip("+~") for o in typed if not _is_plumbing(o)]
+    name = " ".join([_experiment(hydra, default), *overrides])[:MAX_LENGTH]
+    # an override's interpolation (data.candidates=${data.embeddings}) is shown as $(data.embeddings): the name is a
+    # config value, and OmegaConf would read ${...} in it as an interpolation (a cut one does not even parse)
+    return re.sub(r"\$\{([^}]*)\}?", r"$(\1)", name)
 
 
 def run_group(explicit: str | None, default: str = "") -> str | None:
