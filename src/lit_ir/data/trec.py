@@ -112,9 +112,9 @@ def check_scores(run: Run, what: str = "run") -> None:
     """InputError naming the query and document of a NaN score: NaN has no order, so a ranking with one is
     undefined (a diverged model's NaN scores would otherwise sort in the first stage's order, unnoticed)."""
     for qid, docs in run.items():
-        for docid, score in docs.items():
-            if math.isnan(score):
-                raise InputError(f"{what}: query {qid!r}: document {docid!r} has a NaN score (a diverged model?)")
+        if any(map(math.isnan, docs.values())):  # C-level scan: this runs on every evaluation and written run
+            docid = next(docid for docid, score in docs.items() if math.isnan(score))
+            raise InputError(f"{what}: query {qid!r}: document {docid!r} has a NaN score (a diverged model?)")
 
 
 def write_qrels(qrels: Qrels, path: str | os.PathLike) -> Path:

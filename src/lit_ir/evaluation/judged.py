@@ -17,7 +17,6 @@ from functools import cached_property
 import numpy as np
 
 from lit_ir.data.trec import Qrels, Run
-from lit_ir.errors import InputError
 
 NOT_RETRIEVED = np.iinfo(np.int64).max  # the rank of a judged document that the run does not contain
 
@@ -96,11 +95,8 @@ class RankedJudgments:
         retrieved = np.fromiter(map(len, rankings), dtype=np.int64, count=len(rankings))
         starts = np.zeros(len(rankings) + 1, dtype=np.int64)
         np.cumsum(retrieved, out=starts[1:])
+        # NaN scores were refused by the caller (`lit_ir.data.trec.check_scores`, in `per_query_scores`)
         scores = np.fromiter(chain.from_iterable(map(dict.values, rankings)), dtype=np.float64, count=starts[-1])
-        if np.isnan(scores).any():
-            query = int(np.searchsorted(starts, np.flatnonzero(np.isnan(scores))[0], side="right") - 1)
-            raise InputError(f"query {qrels.query_ids[query]!r}: the run has NaN scores; a NaN has no rank, so the "
-                             "run cannot be evaluated")
         query_of = qrels.query_index
         ranking_of = [rankings[q] for q in query_of.tolist()]
         mine = np.fromiter(map(dict.get, ranking_of, qrels.doc_ids, repeat(math.nan)), dtype=np.float64,
