@@ -128,16 +128,9 @@ def test_truncated_queries_and_documents_are_counted_once_per_split(tmp_path, sh
     assert sum(message.startswith("split dev:") for message in logged) == 1  # validated twice, said once
 
 
-def test_ddp_spawn_matches_single_process(tmp_path, shared_cache, monkeypatch, request):
+def test_ddp_spawn_matches_single_process(tmp_path, shared_cache):
     # a fixed data order and no dropout: 2 ranks x 4 queries average to the same gradient as 1 rank x 8 queries.
-    # SGD, not Adam: Adam's normalisation blows float summation-order noise in near-zero gradients up to full steps.
-    # One intra-op thread in every process: Lightning gives each DDP rank cpu_count // ranks threads, and a matmul's
-    # summation order follows the thread count, so on 2 cores the single process (2 threads) drifted ~1e-5 from the
-    # ranks (1 each) in about 1 run of 3
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # read by the spawned ranks, and by Lightning instead of its own split
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    request.addfinalizer(lambda: torch.set_num_threads(threads))
+    # SGD, not Adam: Adam's normalisation blows float summation-order noise in near-zero gradients up to full steps
     common = ["data.shuffle=false", "model.dropout=0.0", "callbacks=none", "logger=none",
               "model.optimizer._target_=torch.optim.SGD", "model.optimizer.lr=0.1"]
     outputs = {
