@@ -241,8 +241,10 @@ def test_dense_cache_is_keyed_by_the_weights_the_documents_and_the_query_side(tm
     # corrected document texts under the same ids
     write_beir(collection, {**DOCS, "d3": QUERIES["q1"]}, QUERIES)
     corrected = dense_run(model, collection, cache)
-    assert corrected == dense_run(model, collection, tmp_path / "fresh2") and "d3" in corrected["q1"]
-    assert "d3" not in after["q1"]
+    assert corrected == dense_run(model, collection, tmp_path / "fresh2")
+    # d3 now holds q1's text: re-encoded, it is q1's nearest document at cosine 1 (the old vector was not)
+    assert max(corrected["q1"], key=corrected["q1"].get) == "d3"
+    assert corrected["q1"]["d3"] == pytest.approx(1.0, abs=1e-4) and after["q1"].get("d3", 0.0) < 0.999
     # the query side: a shorter query length changes the queries' embeddings, not the documents'
     short = dense_run(model, collection, cache, query_max_length=2)
     assert short == dense_run(model, collection, tmp_path / "fresh3", query_max_length=2) and short != corrected

@@ -36,6 +36,17 @@ def test_random_bert_is_cached_and_deterministic(tmp_path):
     assert other != first  # other texts, another vocabulary, another folder
 
 
+def test_random_bert_vocabulary_is_the_same_in_every_build(tmp_path):
+    # words of equal frequency everywhere: tokenizers' WordPiece trainer broke such ties in hash order, so two
+    # builds from the same texts had different vocabularies (and trained to different weights)
+    texts = ["kaz ols tup rib vem", "xabcdefghijklmnopqrstuvwxyz"] * 3
+    builds = [build_random_bert(tmp_path / str(build), hidden=16, layers=1, vocab_texts=texts) for build in range(3)]
+    vocabularies = [(folder / "vocab.txt").read_text().split() for folder in builds]
+    assert vocabularies[1:] == vocabularies[:1] * 2
+    assert AutoTokenizer.from_pretrained(builds[0]).tokenize("kaz ols xabcdefghijklmnopqrstuvwxyz") == \
+        ["kaz", "ols", "xabcdefghijklmnopqrstuvwxyz"]
+
+
 def test_resolve_local_folder_and_random_spec(tmp_path, tiny_model):
     assert resolve_model(str(tiny_model)) == tiny_model
     built = resolve_model("random-bert-32x1", cache_dir=tmp_path, vocab_texts=TEXTS)

@@ -130,8 +130,10 @@ def test_truncated_queries_and_documents_are_counted_once_per_split(tmp_path, sh
 
 def test_ddp_spawn_matches_single_process(tmp_path, shared_cache):
     # a fixed data order and no dropout: 2 ranks x 4 queries average to the same gradient as 1 rank x 8 queries.
-    # SGD, not Adam: Adam's normalisation blows float summation-order noise in near-zero gradients up to full steps
-    common = ["data.shuffle=false", "model.dropout=0.0", "callbacks=none", "logger=none",
+    # SGD, not Adam: Adam's normalisation blows float summation-order noise in near-zero gradients up to full steps.
+    # float64: averaging 2 x 4 gradients is not summing 8 in float32's rounding, and a few SGD steps grew that noise
+    # past 1e-5 in the scores in about 1 run in 3; in float64 it stays ~1e-13 (scores are written as float32)
+    common = ["data.shuffle=false", "model.dropout=0.0", "callbacks=none", "logger=none", "trainer.precision=64-true",
               "model.optimizer._target_=torch.optim.SGD", "model.optimizer.lr=0.1"]
     outputs = {
         "untrained": run(compose_train(tmp_path / "untrained", shared_cache, [*common, "train=false"])),

