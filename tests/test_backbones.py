@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tokenizers import ByteLevelBPETokenizer
+from tokenizers import ByteLevelBPETokenizer, processors
 from transformers import (BertConfig, DistilBertConfig, ElectraConfig, MODEL_MAPPING, PreTrainedTokenizerFast,
                           RobertaConfig)
 
@@ -41,6 +41,7 @@ def roberta_tokenizer() -> PreTrainedTokenizerFast:
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(TEXTS, vocab_size=300, min_frequency=1,
                             special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    bpe.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))  # as roberta-base's tokenizer.json
     return PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<s>", eos_token="</s>",
                                    cls_token="<s>", sep_token="</s>", pad_token="<pad>", unk_token="<unk>",
                                    mask_token="<mask>")
@@ -64,6 +65,23 @@ def _backbone_folder(root: Path, architecture: str) -> Path:
 def backbone(tmp_path_factory):
     root = tmp_path_factory.mktemp("backbones")
     return lambda architecture: _backbone_folder(root, architecture)
+
+
+def test_pairs_take_each_tokenizer_s_own_layout(backbone):
+    from transformers import AutoTokenizer
+
+    from lit_ir.models.tokenization import PairTokenizer
+
+    separators = {"bert": 2, "roberta": 3}  # RoBERTa's pair is <s> query </s></s> document </s>
+    for architecture, count in separators.items():
+        tokenizer = AutoTokenizer.from_pretrained(backbone(architecture))
+        pairs = PairTokenizer(tokenizer, max_query_length=16, max_length=40)
+        encoded = pairs([QUERY], [POSITIVE])
+        ids = encoded["input_ids"][0].tolist()
+        assert ids == tokenizer(QUERY, POSITIVE)["input_ids"], architecture  # nothing cut: the tokenizer's own pair
+        assert ids.count(tokenizer.sep_token_id) == count and ids[0] == tokenizer.cls_token_id
+        document = tokenizer(POSITIVE, add_special_tokens=False)["input_ids"]
+        assert encoded["token_type_ids"][0].tolist() == [0] * (len(ids) - len(document) - 1) + [1] * (len(document) + 1)
 
 
 @pytest.mark.parametrize("architecture", sorted(CONFIGS))

@@ -36,8 +36,8 @@ class QueryPredictor:
         torch.manual_seed(0)  # a new MLM head, if any, is the same on every call
         return cls(CoarseTuningModel.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path), **lengths)
 
-    def _pairs(self, queries: list[str], docs: list[str]) -> dict[str, torch.Tensor]:
-        return PairTokenizer(self.tokenizer, self.max_query_length, self.max_length)(queries, docs)
+    def __post_init__(self) -> None:
+        self.pairs = PairTokenizer(self.tokenizer, self.max_query_length, self.max_length)
 
     def _query_ids(self, query: str) -> list[int]:
         return self.tokenizer(query, add_special_tokens=False, truncation=True,
@@ -49,8 +49,8 @@ class QueryPredictor:
         query_ids = self._query_ids(query)
         if not query_ids:
             return 0.0, 0
-        inputs = self._pairs([query] * len(query_ids), [doc] * len(query_ids))
-        positions = torch.arange(len(query_ids)) + 1  # after [CLS]
+        inputs = self.pairs([query] * len(query_ids), [doc] * len(query_ids))
+        positions = torch.arange(len(query_ids)) + len(self.pairs.before)  # after [CLS]
         rows = torch.arange(len(query_ids))
         inputs["input_ids"][rows, positions] = self.tokenizer.mask_token_id
         logits = self.model.token_logits(**inputs)[rows, positions]
@@ -61,8 +61,9 @@ class QueryPredictor:
     def predict_query(self, doc: str, num_tokens: int, k: int = 10) -> list[list[int]]:
         """Top-k token ids (specials excluded) at each of `num_tokens` masked query positions."""
         placeholder = " ".join([self.tokenizer.mask_token] * num_tokens)
-        inputs = self._pairs([placeholder], [doc])
-        logits = self.model.token_logits(**inputs)[0, 1 : num_tokens + 1].float()
+        inputs = self.pairs([placeholder], [doc])
+        start = len(self.pairs.before)
+        logits = self.model.token_logits(**inputs)[0, start : start + num_tokens].float()
         logits[:, self.tokenizer.all_special_ids] = -math.inf
         return logits.topk(k, dim=-1).indices.tolist()
 

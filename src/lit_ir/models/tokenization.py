@@ -1,9 +1,11 @@
-"""Tokenise (query, document) pairs as `[CLS] query [SEP] document [SEP]` with separate length budgets, and check
-length settings against what a model's position embeddings can take."""
+"""Tokenise (query, document) pairs in the model's own pair layout (BERT: `[CLS] query [SEP] document [SEP]`,
+RoBERTa: `<s> query </s></s> document </s>`) with separate length budgets, and check length settings against what a
+model's position embeddings can take."""
 
 from __future__ import annotations
 
 import torch
+from tokenizers import Tokenizer
 from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 # Model families whose position ids start after the padding index: max_position_embeddings counts those
@@ -69,6 +71,28 @@ def was_cut(batch, limit: int) -> list[bool]:
     return [len(ids) >= limit for ids in batch["input_ids"]]
 
 
+def pair_template(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int], list[int]]:
+    """The special tokens the tokenizer's own pair template puts before, between and after the two texts, read off
+    its post-processor (BERT: [CLS] | [SEP] | [SEP]; RoBERTa: <s> | </s></s> | </s>). A tokenizer without one (a
+    slow tokenizer, or a bare tokenizer object) gets BERT's layout with its cls and sep tokens."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or backend.post_processor is None:
+        return [tokenizer.cls_token_id], [tokenizer.sep_token_id], [tokenizer.sep_token_id]
+    probe = Tokenizer.from_str(backend.to_str())  # a copy: padding and truncation off, the tokenizer untouched
+    probe.no_padding()
+    probe.no_truncation()
+    first, second = (probe.encode(text, add_special_tokens=False) for text in ("a", "b"))
+    pair = probe.post_process(first, second, add_special_tokens=True)
+    before, between, after = parts = ([], [], [])
+    part = 0
+    for token, sequence in zip(pair.ids, pair.sequence_ids):
+        if sequence is None:
+            parts[part].append(token)
+        else:
+            part = sequence + 1  # specials after text 0's tokens go between, after text 1's at the end
+    return before, between, after
+
+
 class PairTokenizer:
     """Queries are cut to `max_query_length` tokens first; documents get whatever is left of `max_length`.
 
@@ -77,8 +101,11 @@ class PairTokenizer:
     """
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, max_query_length: int = 32, max_length: int = 256):
-        if max_query_length + 3 >= max_length:
-            raise ValueError(f"max_length ({max_length}) must exceed max_query_length ({max_query_length}) + 3")
+        self.before, self.between, self.after = pair_template(tokenizer)
+        self.specials = len(self.before) + len(self.between) + len(self.after)
+        if max_query_length + self.specials >= max_length:
+            raise ValueError(f"max_length ({max_length}) must exceed max_query_length ({max_query_length}) + "
+                             f"{self.specials} special tokens")
         self.tokenizer = tokenizer
         self.max_query_length = max_query_length
         self.max_length = max_length
@@ -92,16 +119,17 @@ class PairTokenizer:
         """Tokenised pairs; `count` (optional) adds the queries and documents that were cut."""
         if len(queries) != len(docs):
             raise ValueError(f"{len(queries)} queries but {len(docs)} documents")
-        cls, sep, pad = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id, self.tokenizer.pad_token_id
+        pad = self.tokenizer.pad_token_id
         query_ids, query_cut = self._ids(queries, self.max_query_length)
-        doc_ids, doc_cut = self._ids(docs, self.max_length - 3)
+        doc_ids, doc_cut = self._ids(docs, self.max_length - self.specials)
         sequences, segments = [], []
         for row, (query, doc) in enumerate(zip(query_ids, doc_ids)):
-            budget = self.max_length - 3 - len(query)
+            budget = self.max_length - self.specials - len(query)
             doc_cut[row] = doc_cut[row] or len(doc) > budget
             doc = doc[:budget]
-            sequences.append([cls, *query, sep, *doc, sep])
-            segments.append([0] * (len(query) + 2) + [1] * (len(doc) + 1))
+            sequences.append([*self.before, *query, *self.between, *doc, *self.after])
+            query_part = len(self.before) + len(query) + len(self.between)
+            segments.append([0] * query_part + [1] * (len(doc) + len(self.after)))
         width = max(map(len, sequences))
         input_ids = torch.full((len(sequences), width), pad, dtype=torch.long)
         token_type_ids = torch.zeros((len(sequences), width), dtype=torch.long)
