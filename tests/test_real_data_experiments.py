@@ -25,7 +25,7 @@ SIR_SETUPS = ["cranfield", "scifact"]
 TINY = ["model.pretrained=random-bert-32x1", "model.max_length=48", "model.max_query_length=8",
         "data.first_stage.k=20", "data.rerank_depth=20", "data.train_batch_size=8", "trainer.max_epochs=1",
         "logger=csv", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
-TINY_SIR = ["trainer.limit_train_batches=1.0", "sir.levels_v0=[4]", "sir.levels_3=[4,3,2]", "data.num_negatives=3", "sir.epochs=1",
+TINY_SIR = ["sir.levels_v0=[4]", "sir.levels_3=[4,3,2]", "data.num_negatives=3", "sir.epochs=1",
             "sir.epochs_per_stage=1", "sir.epochs_3stages=3"]
 
 
