@@ -199,8 +199,8 @@ coder-scifact: install-bench
 	$(BIN)/python experiments/coder/compare_base.py $(CODER_RUNS)/scifact --out $(CODER_SCIFACT_TABLE)
 # Figure 2's shape: a --multirun sweep over the number of training candidates N, then table + plot
 CODER_NS ?= 10,30,100,300,1000
-# epochs per sweep job: 5 for the committed figure and ablations (15 = the experiment's default)
-CODER_SWEEP_EPOCHS ?= 5
+# epochs per sweep job: the experiment's 15 (at 5, 65 steps, scale-20 CODER had not yet left its start)
+CODER_SWEEP_EPOCHS ?= 15
 coder-figure2: install-bench
 	HF_HUB_OFFLINE=1 $(BIN)/python -m lit_ir.train --multirun experiment=coder_cranfield data.num_candidates=$(CODER_NS) trainer.max_epochs=$(CODER_SWEEP_EPOCHS) \
 		trainer.val_check_interval=15 hydra.sweep.dir=$(CODER_RUNS)/figure2
