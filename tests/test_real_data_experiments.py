@@ -26,7 +26,7 @@ TINY = ["model.pretrained=random-bert-32x1", "model.max_length=48", "model.max_q
         "data.first_stage.k=20", "data.rerank_depth=20", "data.train_batch_size=8", "trainer.max_epochs=1",
         "logger=csv", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 TINY_SIR = ["sir.levels_v0=[4]", "sir.levels_3=[4,3,2]", "data.num_negatives=3", "sir.epochs=1",
-            "sir.epochs_per_stage=1", "sir.epochs_3stages=3"]
+            "sir.epochs_per_stage=1"]
 
 
 @pytest.fixture(scope="module")

@@ -29,8 +29,7 @@ from lit_ir.utils.hydra import CONFIG_DIR
 
 # blocks of 1 + 5 BM25 negatives, 6 -> 4 -> 2; BM25's top 60 so that most tiny-toy queries have 5 negatives
 TINY_SIR = ["sir.levels_3=[6,4,2]", "sir.levels_4=[6,4,3,2]", "sir.levels_v0=[6]", "data.num_negatives=5",
-            "data.first_stage.k=60", "model.chunk_size=7", "sir.epochs=1", "sir.epochs_per_stage=1",
-            "sir.epochs_3stages=3"]
+            "data.first_stage.k=60", "model.chunk_size=7", "sir.epochs=1", "sir.epochs_per_stage=1"]
 EPOCHS = {"v1": 3, "v2": 3}  # one epoch per compressor; one epoch for the others
 
 
@@ -70,7 +69,7 @@ def known_answer_sir(tmp_path, cache, folder, experiment: str, overrides: list[s
         f"experiment={experiment}", *known_answer_overrides(folder), *TINY_SIR, "sir.levels_3=[6,5,4]",
         "sir.levels_4=[6,5,4,3]", "data.train_batch_size=8",
         "model.optimizer.lr=2e-3", "model.scheduler.num_warmup_steps=2", "sir.epochs=3", "sir.epochs_per_stage=2",
-        "sir.epochs_3stages=6", f"trainer.max_epochs={6 if sequential else 3}", "trainer.check_val_every_n_epoch=3",
+        f"trainer.max_epochs={6 if sequential else 3}", "trainer.check_val_every_n_epoch=3",
         *overrides], toy=False)
 
 

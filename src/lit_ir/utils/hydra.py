@@ -22,7 +22,13 @@ def wandb_offline() -> bool:
     return not logged_in
 
 
+def sequential_epochs(levels, epochs_per_stage: int) -> int:
+    """SIR V1/V2 train one compressor per level in sequence: trainer.max_epochs = levels x epochs per compressor."""
+    return len(levels) * int(epochs_per_stage)
+
+
 OmegaConf.register_new_resolver("wandb_offline", wandb_offline, replace=True)
+OmegaConf.register_new_resolver("sequential_epochs", sequential_epochs, replace=True)
 OmegaConf.register_new_resolver("run_stamp", cluster.run_stamp, replace=True)   # the run folder's name
 OmegaConf.register_new_resolver("run_name", naming.run_name, replace=True)
 OmegaConf.register_new_resolver("run_group", naming.run_group, replace=True)
